@@ -1,0 +1,238 @@
+"""The `graphmerge` command: `inspect` (and, to come, `merge` and `export`).
+
+Each subcommand is one entry of `SUBCOMMANDS`: a function adding its arguments and a handler
+`(args) -> exit status`. Errors graphmerge raises on purpose (`GraphMergeError`) are printed as
+`error: <message>` with exit status 2 and no traceback.
+
+Example:
+    graphmerge inspect examples/tiny_cnn.py:build --input-shape 2,3,16,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from graphmerge.errors import GraphMergeError, InputError
+from graphmerge.loading import (
+    load_factory,
+    load_state_dict,
+    load_weights,
+    parse_input_shape,
+)
+from graphmerge.render import groups_json, groups_table, write_graph_picture
+
+__all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
+
+
+class Subcommand(NamedTuple):
+    """One CLI verb: its help line, how it adds its arguments, and its handler."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------------------------------------
+# shared steps
+
+
+def build_model(spec: str, weights: str | None) -> nn.Module:
+    """Call the factory `spec` names, check it returns an nn.Module, load `weights` into it."""
+    factory = load_factory(spec)
+    try:
+        model = factory()
+    except Exception as exc:
+        raise InputError(f"calling {spec}() failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec}() returned a {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        load_weights(model, load_state_dict(weights), weights)
+    return model.eval()
+
+
+def build_inputs(shape_spec: str | None, inputs_spec: str | None) -> Any:
+    """Example inputs from `--input-shape` or from the `--inputs` factory.
+
+    A factory may return a Tensor, a tuple/list of Tensors (positional) or a dict of keyword
+    Tensors; anything else is an `InputError`.
+    """
+    if shape_spec is not None:
+        return parse_input_shape(shape_spec)
+    assert inputs_spec is not None
+    factory = load_factory(inputs_spec)
+    try:
+        value = factory()
+    except Exception as exc:
+        raise InputError(f"calling {inputs_spec}() failed: {type(exc).__name__}: {exc}") from exc
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in value):
+        return tuple(value)
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    ):
+        return value
+    raise InputError(
+        f"{inputs_spec}() returned a {type(value).__name__}; expected a Tensor, a tuple of "
+        f"Tensors (positional inputs) or a dict of keyword Tensors"
+    )
+
+
+def _input_files(args: argparse.Namespace) -> list[Path]:
+    """Files the command reads (factory files, weights), which no output may overwrite."""
+    files = [Path(args.weights)] if args.weights else []
+    for spec in (args.model, args.inputs):
+        target = (spec or "").rpartition(":")[0]
+        if target.endswith(".py"):
+            files.append(Path(target))
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# inspect
+
+
+def _add_inspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", metavar="MODEL", help="factory: 'package.module:build' or 'path/to/file.py:build'"
+    )
+    parser.add_argument("--weights", metavar="PATH", help=".safetensors or .pt/.pth/.bin/.ckpt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input-shape",
+        metavar="SPEC",
+        help="e.g. '1,3,32,32', or '1,16:int64:1000;1,16:int64:2' for token ids (';' separates "
+        "inputs, ':int64:HIGH' gives integers in [0, HIGH))",
+    )
+    source.add_argument(
+        "--inputs",
+        metavar="FACTORY",
+        help="a callable returning a Tensor, a tuple of Tensors or a dict of keyword Tensors",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    graph = parser.add_mutually_exclusive_group()
+    graph.add_argument(
+        "--graph",
+        metavar="PATH_STEM",
+        help="where to draw modules and groups (.svg with Graphviz, else .html); "
+        "default: <factory name>_groups in the current directory",
+    )
+    graph.add_argument("--no-graph", action="store_true", help="do not draw the picture")
+    parser.add_argument("--strict", action="store_true", help="fail on ops without rules")
+    parser.add_argument("--no-verify", action="store_true", help="skip the self-check")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from graphmerge.api import analyze  # the core; imported late so the CLI loads without it
+
+    model = build_model(args.model, args.weights)
+    example = build_inputs(args.input_shape, args.inputs)
+    analysis = analyze(model, example, verify=not args.no_verify, strict=args.strict)
+
+    picture = None
+    if not args.no_graph:
+        stem = args.graph or f"{args.model.rpartition(':')[2].split('.')[-1]}_groups"
+        picture = write_graph_picture(analysis.groups, stem, protect=_input_files(args))
+
+    if args.json:
+        print(groups_json(analysis))
+        if picture is not None:
+            print(f"graph: {picture}", file=sys.stderr)
+        return 0
+    print(_header(analysis))
+    print()
+    print(groups_table(analysis.groups))
+    print(_params_line(analysis))
+    print(_unruled_report(analysis.unruled))
+    if picture is not None:
+        print(f"graph: {picture}")
+    return 0
+
+
+def _header(analysis: Any) -> str:
+    times = [("trace", analysis.trace_seconds), ("infer", analysis.infer_seconds)]
+    times.append(("verify", analysis.verify_seconds))
+    spent = ", ".join(f"{k} {v:.2f}s" for k, v in times if v is not None)
+    return f"model: {analysis.model_name}  ({spent})"
+
+
+def _params_line(analysis: Any) -> str:
+    permuted, total = analysis.param_count_permuted, analysis.param_count_total
+    share = f" ({100.0 * permuted / total:.1f}%)" if total else ""
+    return f"parameters in free groups: {permuted:,} of {total:,}{share}"
+
+
+def _unruled_report(unruled: Sequence[tuple[str, str, int]]) -> str:
+    if not unruled:
+        return "ops without rules: none"
+    lines = ["ops without rules (the spaces they touch are frozen):"]
+    lines += [f"  {op} at {where}" + (f" (x{n})" if n != 1 else "") for op, where, n in unruled]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# placeholders
+
+
+def _add_pending(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def _pending(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"graphmerge {name}: not implemented yet; see issue", file=sys.stderr)
+        return 2
+
+    return run
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "inspect": Subcommand(
+        "trace a model, infer its permutation groups, and show them", _add_inspect, _run_inspect
+    ),
+    "merge": Subcommand("merge models (not implemented yet)", _add_pending, _pending("merge")),
+    "export": Subcommand("export to ONNX (not implemented yet)", _add_pending, _pending("export")),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per entry of `SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="graphmerge",
+        description="Merge separately trained networks without training, by aligning units.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in SUBCOMMANDS.items():
+        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on `argv` (default `sys.argv[1:]`); returns the exit status.
+
+    0 on success, 2 on a usage error or a `GraphMergeError` (printed as `error: <message>`).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except GraphMergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

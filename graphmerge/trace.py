@@ -1,0 +1,162 @@
+"""Front end: `torch.export.export(..., strict=False)` to an ATen-level torch.fx graph.
+
+One front end means one rule table: parameters are lifted to placeholders, each node carries its
+fake-tensor value (`meta["val"]`), its module stack and its source line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from graphmerge.errors import InputError, TraceError
+
+__all__ = ["Inputs", "Traced", "normalize_inputs", "trace", "eval_mode", "call_model"]
+
+Inputs = torch.Tensor | tuple | dict
+
+
+def normalize_inputs(example_inputs: Inputs, what: str = "example_inputs") -> tuple[tuple, dict]:
+    """Split inputs into (args, kwargs): a Tensor, a tuple/list of Tensors, or a dict of kwargs."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    if isinstance(example_inputs, dict):
+        bad = [k for k in example_inputs if not isinstance(k, str)]
+        if bad:
+            raise InputError(f"{what}: dict keys must be argument names (str), got {bad[:3]}")
+        return (), dict(example_inputs)
+    raise InputError(
+        f"{what} must be a Tensor, a tuple of Tensors or a dict of keyword Tensors, "
+        f"got {type(example_inputs).__name__}"
+    )
+
+
+def call_model(model: nn.Module, inputs: Inputs):
+    args, kwargs = normalize_inputs(inputs)
+    return model(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Put every submodule in eval mode and restore each one's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@dataclass
+class Traced:
+    """The exported program and what each placeholder stands for.
+
+    placeholders: placeholder name -> (kind, target) with kind in
+        {"param", "buffer", "constant", "input"}; target is the state-dict name for params and
+        persistent buffers, the buffer/constant name otherwise, the input's name for inputs.
+    aliases: state-dict name -> other state-dict names holding the same tensor (tied weights).
+    """
+
+    program: torch.export.ExportedProgram
+    model_class: str
+    placeholders: dict[str, tuple[str, str]]
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def graph(self) -> torch.fx.Graph:
+        return self.program.graph_module.graph
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The last traceback frame outside torch/graphmerge: where the user's code failed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    skip = (os.sep + "torch" + os.sep, os.sep + "graphmerge" + os.sep, "<frozen", "contextlib")
+    user = [f for f in frames if not any(s in f.filename for s in skip)]
+    if not user:
+        return ""
+    f = user[-1]
+    line = f" `{f.line.strip()}`" if f.line else ""
+    return f" at {f.filename}:{f.lineno}{line}"
+
+
+def _check_inputs(model: nn.Module, args: tuple, kwargs: dict) -> None:
+    for name, value in [*enumerate(args), *kwargs.items()]:
+        if (
+            not isinstance(value, torch.Tensor)
+            and value is not None
+            and not isinstance(value, (int, float, bool))
+        ):
+            raise InputError(
+                f"example input {name!r} for {type(model).__name__} is a {type(value).__name__}; "
+                "graphmerge needs Tensors (or None / Python scalars)"
+            )
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    except Exception as exc:  # the user's forward failed on these inputs
+        shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+        shapes += [
+            f"{k}={tuple(v.shape)}" for k, v in kwargs.items() if isinstance(v, torch.Tensor)
+        ]
+        raise InputError(
+            f"example inputs do not fit {type(model).__name__} (input shapes {shapes}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{_user_frame(exc)}. Pass inputs the model's forward accepts."
+        ) from exc
+
+
+def trace(model: nn.Module, example_inputs: Inputs) -> Traced:
+    """Export `model` in eval mode on `example_inputs`; the model is left as it was."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"expected an nn.Module, got {type(model).__name__}")
+    args, kwargs = normalize_inputs(example_inputs)
+    name = type(model).__name__
+    with eval_mode(model):
+        _check_inputs(model, args, kwargs)
+        try:
+            program = torch.export.export(model, args, kwargs, strict=False)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TraceError(
+                f"torch.export could not trace {name}{_user_frame(exc)}: {first[:500]}. "
+                "Make the forward traceable (no data-dependent Python control flow on tensor "
+                "values, no unsupported Python objects), or trace a submodule that is."
+            ) from exc
+    sig = program.graph_signature
+    non_persistent = set(getattr(sig, "non_persistent_buffers", ()))
+    placeholders: dict[str, tuple[str, str]] = {}
+    for node_name, target in sig.inputs_to_parameters.items():
+        placeholders[node_name] = ("param", target)
+    for node_name, target in sig.inputs_to_buffers.items():
+        kind = "constant" if target in non_persistent else "buffer"
+        placeholders[node_name] = (kind, target)
+    for node_name, target in getattr(sig, "inputs_to_lifted_tensor_constants", {}).items():
+        placeholders[node_name] = ("constant", target)
+    for node_name, target in getattr(sig, "inputs_to_lifted_custom_objs", {}).items():
+        placeholders[node_name] = ("constant", target)
+    for node_name in sig.user_inputs:
+        placeholders.setdefault(node_name, ("input", node_name))
+    return Traced(program, name, placeholders, _aliases(model))
+
+
+def _aliases(model: nn.Module) -> dict[str, list[str]]:
+    """State-dict names that share storage (tied embeddings and heads)."""
+    by_ptr: dict[tuple, list[str]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.numel() == 0:
+            continue
+        by_ptr.setdefault((tensor.data_ptr(), tuple(tensor.shape), tensor.dtype), []).append(key)
+    out: dict[str, list[str]] = {}
+    for names in by_ptr.values():
+        if len(names) > 1:
+            for n in names:
+                out[n] = [m for m in names if m != n]
+    return out
