@@ -31,7 +31,12 @@ __all__ = [
     "Layout",
     "UNIT",
     "SpaceStore",
+    "POSITIONAL",
 ]
+
+# Frozen-reason prefixes of axes that index positions (pixels, kernel taps), not units: they are
+# not reported as groups.
+POSITIONAL = ("spatial axis", "convolution kernel axis", "padded axis")
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,12 @@ class SpaceStore:
                     parts.append(p)
             return parts[0] if len(parts) == 1 else Prod(tuple(parts))
         if isinstance(lay, Cat):
-            parts = [self.normalize(p) for p in lay.parts if self.size(p) > 0]
+            parts = []
+            for p in lay.parts:
+                if self.size(p) == 0:
+                    continue
+                p = self.normalize(p)
+                parts.extend(p.parts if isinstance(p, Cat) else [p])
             return parts[0] if len(parts) == 1 else Cat(tuple(parts))
         if isinstance(lay, Alt):
             return Alt(lay.key, tuple(self.normalize(o) for o in lay.options))

@@ -17,7 +17,7 @@ import math
 
 import networkx as nx
 
-from graphmerge.layout import Cat, Leaf, Layout, Prod
+from graphmerge.layout import POSITIONAL, Cat, Leaf, Layout, Prod
 from graphmerge.program import AXES, GroupSpace, Program
 from graphmerge.records import CaptureSite, Member, PermutationGroup, Structure
 
@@ -97,18 +97,21 @@ def _repeat(lay: Layout, space: int, sizes) -> int:
     return 0
 
 
-def _path(lay: Layout, space: int) -> list[str] | None:
+def _path(lay: Layout, space: int, hint) -> list[str] | None:
     """Readable position of a space inside an axis layout: ['block2', 'head_dim']."""
     if isinstance(lay, Leaf):
         return [] if lay.space == space else None
     names = None
     if isinstance(lay, Prod):
         n = len(lay.parts)
-        names = ["heads", "head_dim"] if n == 2 else [f"f{i}" for i in range(n)]
+        names = [hint(p.space).rsplit(".", 1)[-1].rsplit(":", 1)[-1] if isinstance(p, Leaf)
+                 else f"f{i}" for i, p in enumerate(lay.parts)]
+        if len(set(names)) < n or any(not x or x.isdigit() for x in names):
+            names = ["heads", "head_dim"] if n == 2 else [f"f{i}" for i in range(n)]
     elif isinstance(lay, Cat):
         names = [f"block{i}" for i in range(len(lay.parts))]
     for name, part in zip(names or [], getattr(lay, "parts", ())):
-        sub = _path(part, space)
+        sub = _path(part, space, hint)
         if sub is not None:
             return [name] + sub
     return None
@@ -117,7 +120,7 @@ def _path(lay: Layout, space: int) -> list[str] | None:
 def _name(program: Program, space: int, members: list[Member], taken: set[str]) -> str:
     first = next((m for m in members if m.role == "out"), members[0])
     module = first.param.rsplit(".", 1)[0] if "." in first.param else first.param
-    path = _path(program.axis_layouts[(first.param, first.axis)], space) or []
+    path = _path(program.axis_layouts[(first.param, first.axis)], space, program.store.hint) or []
     name = f"{module}:{first.role}" + "".join(f".{p}" for p in path)
     base, k = name, 2
     while name in taken:
@@ -141,10 +144,22 @@ def _capture(program: Program, space: int) -> CaptureSite | None:
     return None
 
 
+def _first_use(program: Program) -> dict[str, int]:
+    """Parameters in the order the graph first uses them (stable names: stem before head)."""
+    index = {n: i for i, n in enumerate(program.traced.graph.nodes)}
+    order = {}
+    for node in program.traced.graph.nodes:
+        if node.op == "placeholder" and node.users:
+            kind, target = program.traced.placeholders.get(node.name, ("input", node.name))
+            if kind in ("param", "buffer"):
+                order[target] = min(index[u] for u in node.users)
+    return order
+
+
 def _members(program: Program) -> dict[int, list[Member]]:
     store = program.store
     aliases = program.traced.aliases
-    order = {p: i for i, p in enumerate(program.param_order)}
+    order = _first_use(program)
     out: dict[int, list[Member]] = {}
     for (param, axis), lay in sorted(program.axis_layouts.items(),
                                      key=lambda kv: (order.get(kv[0][0], 1 << 30), kv[0][1])):
@@ -182,7 +197,8 @@ def infer_groups(program: Program) -> Program:
     store = program.store
     store.finish()
     program.axis_layouts = {k: store.normalize(v) for k, v in program.param_axes.items()}
-    members = _members(program)
+    members = {s: ms for s, ms in _members(program).items()
+               if not (store.frozen_reason(s) or "").startswith(POSITIONAL)}
     parents = _parents(program, members)
     in_cat = {s for lay in program.axis_layouts.values() if isinstance(lay, Cat)
               for s in store.leaves(lay)}
