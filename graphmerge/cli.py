@@ -125,7 +125,9 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
         "default: <factory name>_groups in the current directory",
     )
     graph.add_argument("--no-graph", action="store_true", help="do not draw the picture")
-    parser.add_argument("--strict", action="store_true", help="fail on ops without rules")
+    parser.add_argument(
+        "--strict", action="store_true", help="fail (VerifyError) when a group fails its self-check"
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the self-check")
 
 

@@ -34,9 +34,9 @@ __all__ = [
     "POSITIONAL",
 ]
 
-# Frozen-reason prefixes of axes that index positions (pixels, kernel taps), not units: they are
-# not reported as groups.
-POSITIONAL = ("spatial axis", "convolution kernel axis", "padded axis")
+# Frozen-reason prefixes of axes that index positions (pixels, kernel taps, vocabulary rows), not
+# hidden units: they are not reported as groups.
+POSITIONAL = ("spatial axis", "convolution kernel axis", "padded axis", "embedding rows indexed")
 
 
 @dataclass(frozen=True)

@@ -61,21 +61,21 @@ def _dim(d: int, rank: int) -> int:
 _UNARY = [
     "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_",
     "hardtanh", "hardtanh_", "relu6", "elu", "elu_", "leaky_relu", "leaky_relu_", "hardswish",
-    "hardswish_", "hardsigmoid", "hardsigmoid_", "mish", "softplus", "selu", "celu", "glu_never",
-    "neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "erf", "sin", "cos", "tan",
+    "hardswish_", "hardsigmoid", "hardsigmoid_", "mish", "softplus", "selu", "celu",     "neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "erf", "sin", "cos", "tan",
     "reciprocal", "square", "sign", "floor", "ceil", "round", "trunc", "logical_not", "isnan",
     "isinf", "nan_to_num", "dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout",
     "clone", "contiguous", "detach", "detach_", "alias", "lift_fresh_copy", "_to_copy", "to",
     "type_as", "clamp", "clamp_", "clamp_min", "clamp_max", "softmax", "_softmax", "log_softmax",
     "_log_softmax", "special_erf", "_safe_softmax", "logit", "sinh", "cosh", "asin", "acos", "atan",
-    "bitwise_not", "frac", "positive", "silu_backward_never",
+    "bitwise_not", "frac", "positive"
 ]
 _BINARY = [
     "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "rsub", "maximum", "minimum",
     "where", "masked_fill", "masked_fill_", "pow", "eq", "ne", "lt", "gt", "le", "ge",
     "logical_and", "logical_or", "logical_xor", "addcmul", "addcdiv", "lerp", "fmod", "remainder",
     "atan2", "floor_divide", "bitwise_and", "bitwise_or", "bitwise_xor", "copysign", "hypot",
-    "xlogy", "fmax", "fmin", "true_divide", "mul_never",
+    "xlogy", "fmax", "fmin", "true_divide", "__and__", "__or__", "__xor__", "__iand__",
+    "__ior__",
 ]
 
 _STRUCTURAL_UNARY = {"clone", "contiguous", "detach", "detach_", "alias", "lift_fresh_copy",
@@ -83,8 +83,6 @@ _STRUCTURAL_UNARY = {"clone", "contiguous", "detach", "detach_", "alias", "lift_
 
 
 def _unary(cx):
-    if cx.node.target.__name__.split(".")[0] == "type_as":
-        return cx.axes(0)
     return cx.axes(0)
 
 
@@ -357,7 +355,7 @@ def _group_norm(cx):
 @_register(aten.embedding)
 def _embedding(cx):
     w = cx.axes(0)
-    cx.freeze(w[0], f"embedding rows are indexed by token ids ({cx.where()})")
+    cx.freeze(w[0], f"embedding rows indexed by token ids ({cx.where()})")
     return tuple(cx.axes(1)) + (w[1],)
 
 
@@ -476,7 +474,7 @@ for _names, _k in [
     (["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
       "max_pool2d_with_indices", "_adaptive_avg_pool2d", "upsample_nearest2d",
       "upsample_bilinear2d", "upsample_bicubic2d", "_upsample_nearest_exact2d",
-      "_upsample_bilinear2d_aa", "reflection_pad2d", "replication_pad2d", "grid_sampler_2d_never"],
+      "_upsample_bilinear2d_aa", "reflection_pad2d", "replication_pad2d"],
      2),
     (["max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
       "max_pool3d_with_indices", "upsample_nearest3d", "upsample_trilinear3d"], 3),
@@ -507,7 +505,7 @@ def _tri(cx):
     return x
 
 
-@_register(_op("flip"), _op("roll"), _op("cumsum_never"))
+@_register(_op("flip"), _op("roll"))
 def _positional(cx):
     x = cx.axes(0)
     dims = cx.args[1] if cx.op_name() == "flip" else cx.kwarg_or_arg("dims", 2)

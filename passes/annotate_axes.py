@@ -346,7 +346,46 @@ def annotate_axes(program: Program) -> Program:
     return program
 
 
+_HOPS = ("wrap_with_set_grad_enabled", "wrap_with_autocast")
+
+
+def _inline_subgraph(program: Program, node: fx.Node) -> bool:
+    """Higher-order ops that only change grad/autocast mode: annotate their body in place."""
+    if getattr(node.target, "__name__", "") not in _HOPS:
+        return False
+    attr = next((a for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"), None)
+    if attr is None:
+        return False
+    body = getattr(program.traced.program.graph_module, attr.target, None)
+    if not isinstance(body, fx.GraphModule):
+        return False
+    inputs = [a for a in node.args[node.args.index(attr) + 1:]]
+    outs = None
+    for sub in body.graph.nodes:
+        if sub.op == "placeholder":
+            src = inputs.pop(0)
+            if isinstance(src, fx.Node):
+                for key in (AXES, PARAM_AXES):
+                    if key in src.meta:
+                        sub.meta[key] = src.meta[key]
+        elif sub.op == "call_function":
+            _annotate_call(program, sub)
+        elif sub.op == "output":
+            outs = sub.args[0]
+    if outs is None:
+        return False
+    outs = outs if isinstance(outs, (list, tuple)) else (outs,)
+    items = []
+    for o in outs:
+        meta = o.meta.get(AXES) if isinstance(o, fx.Node) else None
+        items.append(meta.dims if meta is not None else None)
+    node.meta[AXES] = AxesMeta(None, tuple(items))
+    return True
+
+
 def _annotate_call(program: Program, node: fx.Node) -> None:
+    if _inline_subgraph(program, node):
+        return
     rule = rule_for(node.target)
     name = _op_name(node.target)
     where = source_location(node)
