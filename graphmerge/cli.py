@@ -28,7 +28,7 @@ from graphmerge.loading import (
 )
 from graphmerge.render import groups_json, groups_table, write_graph_picture
 
-__all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "Subcommand", "build_inputs", "build_model", "build_parser", "main"]
 
 
 class Subcommand(NamedTuple):

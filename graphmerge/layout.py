@@ -292,7 +292,7 @@ class SpaceStore:
             and all(self.size(p) == self.size(cat) // k for p in cat.parts)
         ):
             self.freeze(facs[0], f"{why}: block index")
-            rest = Prod(tuple(facs[1:]))
+            rest = facs[1] if len(facs) == 2 else Prod(tuple(facs[1:]))
             for p in cat.parts:
                 self.unify(p, rest, why)
             return
