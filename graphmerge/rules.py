@@ -251,8 +251,8 @@ def _conv(cx, transposed: bool, groups: int):
         cx.freeze(x[d], f"spatial axis of {cx.op_name()} ({cx.where()})")
     for d in range(2, len(w)):
         cx.freeze(w[d], "convolution kernel axis")
-    cx.contract(0, lead, 1, w_in)
     if groups == 1:
+        cx.contract(0, lead, 1, w_in)
         out_ch = w[w_out]
     else:
         g = cx.new(groups, "conv_groups")
@@ -260,6 +260,8 @@ def _conv(cx, transposed: bool, groups: int):
         if transposed:
             cx.unify(w[w_in], Prod((g, cin_g)), "grouped transposed conv")
         cx.unify(x[lead], Prod((g, cin_g)), "grouped conv input")
+        cx.contract_node(cx.args[0], 0, lead)
+        cx.contract_node(cx.args[1], 1, w_in)
         out_size = cx.out_shape()[lead]
         if transposed:
             out_ch = Prod((g, w[w_out]))

@@ -104,10 +104,13 @@ def _path(lay: Layout, space: int, hint) -> list[str] | None:
     names = None
     if isinstance(lay, Prod):
         n = len(lay.parts)
-        names = [hint(p.space).rsplit(".", 1)[-1].rsplit(":", 1)[-1] if isinstance(p, Leaf)
-                 else f"f{i}" for i, p in enumerate(lay.parts)]
-        if len(set(names)) < n or any(not x or x.isdigit() for x in names):
+        names = [hint(p.space).rsplit(".", 1)[-1] if isinstance(p, Leaf) else ""
+                 for p in lay.parts]
+        good = [bool(x) and ":" not in x for x in names]
+        if not any(good) or len(set(names)) < n:
             names = ["heads", "head_dim"] if n == 2 else [f"f{i}" for i in range(n)]
+        else:
+            names = [x if ok else f"f{i}" for i, (x, ok) in enumerate(zip(names, good))]
     elif isinstance(lay, Cat):
         names = [f"block{i}" for i in range(len(lay.parts))]
     for name, part in zip(names or [], getattr(lay, "parts", ())):

@@ -1,0 +1,134 @@
+"""Matching functions Ψ: similarity matrix in, per-model merge/unmerge matrices out.
+
+A similarity matrix `S` is a float64 array of shape (N·n, N·n) for N models with n units each,
+model 0's units first. A matcher returns a `Match`: for each model i a merge matrix M_i and an
+unmerge matrix U_i, both (n, n_merged). The merged weights are W* = Σ_i M_iᵀ W_i U_i per axis,
+so each merged unit is the mean of the original units in its cluster (the columns of the stacked
+M sum to about 1) and each consumer sums its cluster's input columns (U is 0/1).
+
+These are pure functions of numpy arrays; they know nothing about graphs or programs.
+
+Example:
+    >>> import numpy as np
+    >>> S = np.array([[1.0, 0.1, 0.2, 0.9], [0.1, 1.0, 0.8, 0.3],
+    ...               [0.2, 0.8, 1.0, 0.0], [0.9, 0.3, 0.0, 1.0]])
+    >>> select_matcher("permute")(S, 2).unmerge[1].astype(int).tolist()
+    [[0, 1], [1, 0]]
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = [
+    "Match",
+    "Matcher",
+    "MATCHERS",
+    "GROUPED_MATCHERS",
+    "MULTI_MATCHERS",
+    "select_matcher",
+    "units_per_model",
+    "permute_match",
+    "zip_match",
+    "grouped_permute_match",
+    "grouped_zip_match",
+    "grouped_permute_match_multi",
+    "grouped_zip_match_multi",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """The result of one matching: per-model merge and unmerge matrices and the merge value.
+
+    merge[i]: M_i, float64 (n, n_merged); Σ_i M_iᵀ x_i averages each cluster's units.
+    unmerge[i]: U_i, 0/1 float64 (n, n_merged); U_i[u, c] = 1 when unit u of model i is in
+        merged unit c.
+    score: the merge value Algorithm 1 maximises (perm: mean matched similarity; zip: mean
+        similarity at each greedy pick).
+    """
+
+    merge: list[np.ndarray]
+    unmerge: list[np.ndarray]
+    score: float
+
+    def __post_init__(self) -> None:
+        if len(self.merge) != len(self.unmerge):
+            raise ValueError(f"{len(self.merge)} merge matrices but {len(self.unmerge)} unmerge")
+        for i, (m, u) in enumerate(zip(self.merge, self.unmerge)):
+            if m.shape != u.shape or m.ndim != 2:
+                raise ValueError(f"model {i}: merge {m.shape} and unmerge {u.shape} differ")
+
+    @property
+    def n_merged(self) -> int:
+        """The number of merged units (columns of every M_i and U_i)."""
+        return int(self.merge[0].shape[1])
+
+    def clusters(self) -> list[list[tuple[int, int]]]:
+        """For each merged unit, the (model, unit) pairs mapped into it, in model/unit order."""
+        out: list[list[tuple[int, int]]] = [[] for _ in range(self.n_merged)]
+        for i, u in enumerate(self.unmerge):
+            for unit, col in zip(*np.nonzero(u)):
+                out[int(col)].append((i, int(unit)))
+        return [sorted(c) for c in out]
+
+
+Matcher = Callable[..., Match]
+
+
+def units_per_model(S: np.ndarray, N: int) -> int:
+    """Check that `S` is a finite square (N·n, N·n) similarity matrix and return n."""
+    if N < 2:
+        raise ValueError(f"matching needs at least 2 models, got N={N}")
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"similarity must be a square matrix, got shape {S.shape}")
+    if S.shape[0] % N:
+        raise ValueError(f"similarity of size {S.shape[0]} does not split into {N} models")
+    if not np.isfinite(S).all():
+        raise ValueError("similarity has NaN or infinite entries")
+    return S.shape[0] // N
+
+
+# The submodules import `Match` and `units_per_model` from this package, so they come after.
+from graphmerge.passes.matchers.grouped import (  # noqa: E402
+    grouped_permute_match,
+    grouped_permute_match_multi,
+    grouped_zip_match,
+    grouped_zip_match_multi,
+)
+from graphmerge.passes.matchers.permute import permute_match  # noqa: E402
+from graphmerge.passes.matchers.zip import zip_match  # noqa: E402
+
+# Plain matchers: f(S, N, **options) -> Match.
+MATCHERS: dict[str, Matcher] = {"permute": permute_match, "zip": zip_match}
+# Head/group-aware matchers: f(S, N, groups, **options) -> Match.
+GROUPED_MATCHERS: dict[str, Matcher] = {
+    "permute": grouped_permute_match,
+    "zip": grouped_zip_match,
+}
+# Several unit sets sharing one group pairing: f(blocks, N, groups, **options) -> list[Match].
+MULTI_MATCHERS: dict[str, Callable[..., list[Match]]] = {
+    "permute": grouped_permute_match_multi,
+    "zip": grouped_zip_match_multi,
+}
+
+
+def select_matcher(name: str, groups: int = 1, **options: float) -> Callable[[np.ndarray, int], Match]:
+    """The matcher `name` ("permute" or "zip") as f(S, N) -> Match.
+
+    groups > 1 selects the group-aware variant with that many groups; `options` (a, b, r, ...)
+    are bound as keywords, so a configured variant is just `select_matcher("zip", a=0.3)`.
+    """
+    table = MATCHERS if groups <= 1 else GROUPED_MATCHERS
+    if name not in table:
+        raise KeyError(f"unknown matcher {name!r}; known: {sorted(table)}")
+    if groups <= 1:
+        return functools.partial(table[name], **options)
+    return functools.partial(_with_groups, table[name], groups, options)
+
+
+def _with_groups(fn: Matcher, groups: int, options: dict, S: np.ndarray, N: int) -> Match:
+    return fn(S, N, groups, **options)
