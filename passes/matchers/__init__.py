@@ -15,6 +15,7 @@ Example:
     >>> select_matcher("permute")(S, 2).unmerge[1].astype(int).tolist()
     [[0, 1], [1, 0]]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,19 +25,19 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = [
+    "GROUPED_MATCHERS",
+    "MATCHERS",
+    "MULTI_MATCHERS",
     "Match",
     "Matcher",
-    "MATCHERS",
-    "GROUPED_MATCHERS",
-    "MULTI_MATCHERS",
+    "grouped_permute_match",
+    "grouped_permute_match_multi",
+    "grouped_zip_match",
+    "grouped_zip_match_multi",
+    "permute_match",
     "select_matcher",
     "units_per_model",
-    "permute_match",
     "zip_match",
-    "grouped_permute_match",
-    "grouped_zip_match",
-    "grouped_permute_match_multi",
-    "grouped_zip_match_multi",
 ]
 
 
@@ -58,7 +59,9 @@ class Match:
     def __post_init__(self) -> None:
         if len(self.merge) != len(self.unmerge):
             raise ValueError(f"{len(self.merge)} merge matrices but {len(self.unmerge)} unmerge")
-        for i, (m, u) in enumerate(zip(self.merge, self.unmerge)):
+        # No builtin zip() in this module: importing the `zip` submodule rebinds the name.
+        for i, m in enumerate(self.merge):
+            u = self.unmerge[i]
             if m.shape != u.shape or m.ndim != 2:
                 raise ValueError(f"model {i}: merge {m.shape} and unmerge {u.shape} differ")
 
@@ -71,8 +74,9 @@ class Match:
         """For each merged unit, the (model, unit) pairs mapped into it, in model/unit order."""
         out: list[list[tuple[int, int]]] = [[] for _ in range(self.n_merged)]
         for i, u in enumerate(self.unmerge):
-            for unit, col in zip(*np.nonzero(u)):
-                out[int(col)].append((i, int(unit)))
+            units, cols = np.nonzero(u)
+            for k in range(len(units)):
+                out[int(cols[k])].append((i, int(units[k])))
         return [sorted(c) for c in out]
 
 
@@ -93,14 +97,14 @@ def units_per_model(S: np.ndarray, N: int) -> int:
 
 
 # The submodules import `Match` and `units_per_model` from this package, so they come after.
-from graphmerge.passes.matchers.grouped import (  # noqa: E402
+from graphmerge.passes.matchers.grouped import (
     grouped_permute_match,
     grouped_permute_match_multi,
     grouped_zip_match,
     grouped_zip_match_multi,
 )
-from graphmerge.passes.matchers.permute import permute_match  # noqa: E402
-from graphmerge.passes.matchers.zip import zip_match  # noqa: E402
+from graphmerge.passes.matchers.permute import permute_match
+from graphmerge.passes.matchers.zip import zip_match
 
 # Plain matchers: f(S, N, **options) -> Match.
 MATCHERS: dict[str, Matcher] = {"permute": permute_match, "zip": zip_match}
@@ -116,7 +120,9 @@ MULTI_MATCHERS: dict[str, Callable[..., list[Match]]] = {
 }
 
 
-def select_matcher(name: str, groups: int = 1, **options: float) -> Callable[[np.ndarray, int], Match]:
+def select_matcher(
+    name: str, groups: int = 1, **options: float
+) -> Callable[[np.ndarray, int], Match]:
     """The matcher `name` ("permute" or "zip") as f(S, N) -> Match.
 
     groups > 1 selects the group-aware variant with that many groups; `options` (a, b, r, ...)

@@ -4,14 +4,14 @@ Model 0 keeps its unit order; for model i the LAP on the cross block S[model 0, 
 (maximising similarity) picks which of its units joins each of model 0's units. The merged unit
 j is the mean of unit j of model 0 and its matches.
 """
+
 from __future__ import annotations
 
 import numpy as np
+from graphmerge.passes.matchers import Match, units_per_model
 from scipy.optimize import linear_sum_assignment
 
-from graphmerge.passes.matchers import Match, units_per_model
-
-__all__ = ["permute_match", "match_from_permutations", "solve_assignment"]
+__all__ = ["match_from_permutations", "permute_match", "solve_assignment"]
 
 
 def solve_assignment(cost: np.ndarray) -> tuple[np.ndarray, float]:
@@ -59,7 +59,7 @@ def permute_match(S: np.ndarray, N: int) -> Match:
     columns = [np.arange(n)]
     values = []
     for i in range(1, N):
-        cols, value = solve_assignment(S[:n, i * n:(i + 1) * n])
+        cols, value = solve_assignment(S[:n, i * n : (i + 1) * n])
         columns.append(cols)
         values.append(value)
     return match_from_permutations(columns, float(np.mean(values)))

@@ -5,15 +5,15 @@ unit's similarity to every other unit is the minimum of its parts' (complete lin
 Each model may spend only `int((to_remove // N) · b)` merges within itself; after that its units
 can only merge with other models' units.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
-
 from graphmerge.passes.matchers import Match, units_per_model
 
-__all__ = ["zip_match", "ZipBudgets", "greedy_zip", "match_from_clusters"]
+__all__ = ["ZipBudgets", "greedy_zip", "match_from_clusters", "zip_match", "zip_score"]
 
 _NEG = -np.inf
 
@@ -23,11 +23,33 @@ class ZipBudgets:
     """Remaining within-model (and optionally within-group) merges, shared across calls.
 
     model[m]: merges left within model m. group[g]: merges left within original group g
-    (global group id over all models), or None when groups are not budgeted.
+    (global group id over all models), or None when groups are not budgeted. closed_models /
+    closed_groups: those whose budget ran out, whose units may no longer merge with each other.
+    As in the spec, a budget is checked when a within-merge spends it, so a budget that starts
+    at 0 still allows one merge.
     """
 
     model: np.ndarray
     group: np.ndarray | None = None
+    closed_models: set[int] = dataclasses.field(default_factory=set)
+    closed_groups: set[int] = dataclasses.field(default_factory=set)
+
+    def spend_model(self, origin: int) -> bool:
+        """Spend one merge within model `origin`; True when that closes the model."""
+        self.model[origin] -= 1
+        if self.model[origin] <= 0 and origin not in self.closed_models:
+            self.closed_models.add(origin)
+            return True
+        return False
+
+    def spend_group(self, origin: int) -> bool:
+        """Spend one merge within group `origin`; True when that closes the group."""
+        assert self.group is not None
+        self.group[origin] -= 1
+        if self.group[origin] <= 0 and origin not in self.closed_groups:
+            self.closed_groups.add(origin)
+            return True
+        return False
 
 
 def greedy_zip(
@@ -42,20 +64,21 @@ def greedy_zip(
 
     Takes sims (m, m) symmetric (copied, not modified), model_of/group_of (m,) the origin model
     and global group of each unit, the number of merges, the linkage factor a and the budgets
-    (decremented in place). Returns (rep, values): rep[u] is the index of the unit that
-    represents u's cluster (its lowest index), values[k] the similarity at pick k.
+    (spent in place). Returns (rep, values): rep[u] is the index of the unit that represents
+    u's cluster (its lowest index), values[k] the similarity at pick k. A merged unit keeps the
+    origin model and group of its representative.
     """
     m = sims.shape[0]
     s = np.array(sims, dtype=np.float64)
     np.fill_diagonal(s, _NEG)
     model_of = np.asarray(model_of)
+    groups_budgeted = budgets.group is not None and group_of is not None
     alive = np.ones(m, dtype=bool)
     rep = np.arange(m)
-    for origin in np.flatnonzero(budgets.model <= 0):
-        _ban_within(s, alive & (model_of == origin))
-    if budgets.group is not None and group_of is not None:
-        for origin in np.flatnonzero(budgets.group <= 0):
-            _ban_within(s, alive & (group_of == origin))
+    for origin in budgets.closed_models:
+        _ban_within(s, model_of == origin)
+    for origin in budgets.closed_groups if groups_budgeted else ():
+        _ban_within(s, group_of == origin)
     picker = _RowMaxPicker(s)
     values: list[float] = []
     for _ in range(merges):
@@ -63,28 +86,29 @@ def greedy_zip(
         values.append(float(s[i, j]))
         rep[rep == j] = i
         alive[j] = False
-        row = np.minimum(s[i], s[j])
-        if a > 0:
-            row *= a
-        else:
-            row[(model_of == model_of[i]) | (model_of == model_of[j])] = _NEG
-        row[~alive] = _NEG
-        row[i] = _NEG
         old_i, old_j = s[:, i].copy(), s[:, j].copy()
-        s[i, :] = row
-        s[:, i] = row
-        s[j, :] = _NEG
-        s[:, j] = _NEG
+        _link(s, i, j, a, alive, model_of)
         picker.update(i, j, old_i, old_j)
-        if model_of[i] == model_of[j]:
-            budgets.model[model_of[i]] -= 1
-            if budgets.model[model_of[i]] <= 0:
-                picker.rescan(_ban_within(s, alive & (model_of == model_of[i])))
-        if budgets.group is not None and group_of is not None and group_of[i] == group_of[j]:
-            budgets.group[group_of[i]] -= 1
-            if budgets.group[group_of[i]] <= 0:
-                picker.rescan(_ban_within(s, alive & (group_of == group_of[i])))
+        if model_of[i] == model_of[j] and budgets.spend_model(int(model_of[i])):
+            picker.rescan(_ban_within(s, alive & (model_of == model_of[i])))
+        if groups_budgeted and group_of[i] == group_of[j] and budgets.spend_group(int(group_of[i])):
+            picker.rescan(_ban_within(s, alive & (group_of == group_of[i])))
     return rep, values
+
+
+def _link(s: np.ndarray, i: int, j: int, a: float, alive: np.ndarray, model_of: np.ndarray):
+    """Merge unit j into unit i in place: min linkage times a (a <= 0: ban both origin models)."""
+    row = np.minimum(s[i], s[j])
+    if a > 0:
+        row *= a
+    else:
+        row[(model_of == model_of[i]) | (model_of == model_of[j])] = _NEG
+    row[~alive] = _NEG
+    row[i] = _NEG
+    s[i, :] = row
+    s[:, i] = row
+    s[j, :] = _NEG
+    s[:, j] = _NEG
 
 
 def _ban_within(s: np.ndarray, selected: np.ndarray) -> np.ndarray:
@@ -141,7 +165,9 @@ def match_from_clusters(assign: np.ndarray, n_merged: int, N: int) -> Match:
     return Match(merge=np.split(M, N), unmerge=np.split(P, N), score=0.0)
 
 
-def zip_match(S: np.ndarray, N: int, r: float | None = None, a: float = 0.5, b: float = 1.0) -> Match:
+def zip_match(
+    S: np.ndarray, N: int, r: float | None = None, a: float = 0.5, b: float = 1.0
+) -> Match:
     """ZipIt greedy matching of all N·n units of `S` down to int(N·n·(1-r)) merged units.
 
     Takes S (N·n, N·n) (symmetrised as (S + Sᵀ)/2, which leaves a symmetric S unchanged), the
@@ -166,10 +192,10 @@ def zip_match(S: np.ndarray, N: int, r: float | None = None, a: float = 0.5, b: 
     rep, values = greedy_zip((S + S.T) / 2, model_of, to_remove, a, budgets)
     reps, assign = np.unique(rep, return_inverse=True)
     match = match_from_clusters(assign, len(reps), N)
-    return dataclasses.replace(match, score=_mean_finite(values))
+    return dataclasses.replace(match, score=zip_score(values))
 
 
-def _mean_finite(values: list[float]) -> float:
+def zip_score(values: list[float]) -> float:
     """Mean of the finite pick values (a forced pick with no admissible pair is -inf)."""
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else 0.0
