@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphmerge.layout import Layout, SpaceStore
+from graphmerge.layout import Cat, Layout, Prod, SpaceStore
 from graphmerge.permute import _resolve
 
-__all__ = ["leaf_coords", "unit_index", "unit_positions", "group_units"]
+__all__ = ["leaf_coords", "branch_ids", "unit_index", "unit_positions", "group_units"]
 
 
 def leaf_coords(lay: Layout, store: SpaceStore) -> dict[int, np.ndarray]:
@@ -23,6 +23,26 @@ def leaf_coords(lay: Layout, store: SpaceStore) -> dict[int, np.ndarray]:
     new = np.arange(total)
     _resolve(lay, new, new, coords, {}, store, {}, total)
     return coords
+
+
+def branch_ids(lay: Layout, store: SpaceStore) -> np.ndarray:
+    """An id per axis position naming its concatenation block path: positions in different
+    blocks never exchange units, even when the blocks carry the same space (GLU, q|k)."""
+    if isinstance(lay, Cat):
+        out, offset = [], 0
+        for part in lay.parts:
+            ids = branch_ids(part, store)
+            out.append(ids + offset)
+            offset += int(ids.max()) + 1 if len(ids) else 0
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    if isinstance(lay, Prod) and lay.parts:
+        ids = np.zeros(1, dtype=np.int64)
+        for part in lay.parts:
+            child = branch_ids(part, store)
+            width = int(child.max()) + 1
+            ids = (ids[:, None] * width + child[None, :]).reshape(-1)
+        return ids
+    return np.zeros(store.size(lay), dtype=np.int64)
 
 
 def unit_index(coords: dict[int, np.ndarray], space: int, parents: tuple[int, ...],

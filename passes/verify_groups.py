@@ -18,7 +18,7 @@ import torch
 from torch.func import functional_call
 from torch.utils._pytree import tree_leaves
 
-from graphmerge.errors import VerifyError
+from graphmerge.errors import InputError, VerifyError
 from graphmerge.permute import permute_state_dict, random_permutations
 from graphmerge.program import Program
 from graphmerge.trace import eval_mode, normalize_inputs
@@ -49,6 +49,10 @@ class _Checker:
         except Exception:
             self.dtype = torch.float32
             self.reference = self._run(self.state)
+        for i, out in enumerate(self.reference):
+            if out.is_floating_point() and not torch.isfinite(out).all():
+                raise InputError(f"output {i} of {type(self.model).__name__} on the example inputs "
+                                 "has NaN/inf values; check the weights and the inputs")
 
     def _run(self, state):
         state = {k: _cast(v, self.dtype) for k, v in state.items()}

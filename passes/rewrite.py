@@ -1,0 +1,59 @@
+"""rewrite: the merged state dict, W* = Σ_i M_iᵀ W_i U_i per grouped axis (MUDSC_SPEC.md §1.6).
+
+Reads: `program.assignments`, `program.axis_layouts`, `program.groups` (member roles), the
+models' state dicts.
+Writes: `program.merged_state`.
+
+Every tensor axis that carries a solved group is transformed per model: produced axes ("out":
+rows, biases, norm affine, running statistics, cls tokens) by the merge matrix, so each merged
+unit is the mean of its cluster; contracted axes ("in": input columns) by the 0/1 unmerge matrix,
+so each consumer sums its cluster's columns. Tensors in no group are averaged; integer tensors
+(`num_batches_tracked`) are taken from the first model.
+"""
+from __future__ import annotations
+
+import torch
+
+from graphmerge.passes.solve_groups import _apply, axis_merge, axis_unmerge
+from graphmerge.program import Program
+
+__all__ = ["rewrite"]
+
+
+def rewrite(program: Program, states: list[dict]) -> Program:
+    """Build `program.merged_state` from the models' states and the assignments."""
+    n = len(states)
+    assignments = getattr(program, "assignments", {}) or {}
+    roles = {(m.param, m.axis): m.role for g in program.groups for m in g.members}
+    axes_of: dict[str, list[int]] = {}
+    for (param, axis) in program.axis_layouts:
+        axes_of.setdefault(param, []).append(axis)
+    for name, others in program.traced.aliases.items():
+        for other in others:
+            if other in axes_of and name not in axes_of:
+                axes_of[name] = axes_of[other]
+    source = {a: o for a, others in program.traced.aliases.items() for o in others
+              if o in {p for p, _ in program.axis_layouts}}
+    cache: dict = {}
+    merged = {}
+    for key, ref in states[0].items():
+        if not ref.is_floating_point():
+            merged[key] = ref.clone()
+            continue
+        traced = key if key in {p for p, _ in program.axis_layouts} else source.get(key, key)
+        total = None
+        for i, state in enumerate(states):
+            w = state[key].detach().to(torch.float64)
+            for axis in axes_of.get(traced, []) if assignments else []:
+                layout_key = (traced, axis)
+                if roles.get(layout_key, "out") == "in":
+                    mat = axis_unmerge(program, layout_key, assignments, i, cache)
+                else:
+                    mats = axis_merge(program, layout_key, assignments, n, cache)
+                    mat = None if mats is None else mats[i] * n
+                if mat is not None:
+                    w = _apply(w, axis, mat)
+            total = w if total is None else total + w
+        merged[key] = (total / n).to(ref.dtype)
+    program.merged_state = merged
+    return program
