@@ -32,6 +32,7 @@ __all__ = [
     "UNIT",
     "SpaceStore",
     "POSITIONAL",
+    "EMPTY",
 ]
 
 # Frozen-reason prefixes of axes that index positions (pixels, kernel taps, vocabulary rows), not
@@ -68,6 +69,7 @@ class Alt:
 
 Layout = Leaf | Prod | Cat | Blk | Alt
 UNIT = Prod(())
+EMPTY = Cat(())  # an axis of length 0
 
 
 class SpaceStore:
@@ -86,7 +88,9 @@ class SpaceStore:
         """A fresh layout of `size` units: a new leaf, or UNIT for size 1."""
         if size == 1:
             return UNIT
-        if size < 1:
+        if size == 0:
+            return EMPTY
+        if size < 0:
             raise ValueError(f"space of size {size}")
         sid = len(self._parent)
         self._parent.append(sid)
@@ -364,6 +368,8 @@ class SpaceStore:
     def cut(self, lay: Layout, lo: int, hi: int, why: str) -> Layout:
         """The layout of positions [lo, hi) of an axis; the axis is refined into blocks."""
         total = self.size(lay)
+        if hi <= lo:
+            return EMPTY
         if lo == 0 and hi == total:
             return lay
         lay = self.expand(lay)

@@ -103,9 +103,11 @@ def permute_state_dict(program: Program, perms: dict[int, np.ndarray],
     parents = {gs.space: gs.parents for gs in program.spaces.values()}
     out = dict(state)
     aliases = program.traced.aliases
+    done: set[tuple[str, int]] = set()
     for (param, axis), lay in program.axis_layouts.items():
-        if not any(s in perms for s in store.leaves(lay)):
+        if (param, axis) in done or not any(s in perms for s in store.leaves(lay)):
             continue
+        done.update((name, axis) for name in [param, *aliases.get(param, [])])
         idx = axis_gather_index(lay, perms, store, parents)
         if np.array_equal(idx, np.arange(len(idx))):
             continue

@@ -19,7 +19,7 @@ import torch
 
 from graphmerge.layout import UNIT, Alt, Blk, Cat, Layout, Prod
 
-__all__ = ["Rule", "RULES", "rule_for"]
+__all__ = ["Rule", "RULES", "RULES_BY_NAME", "rule_for"]
 
 aten = torch.ops.aten
 
@@ -31,6 +31,7 @@ class Rule:
 
 
 RULES: dict[object, Rule] = {}
+RULES_BY_NAME: dict[str, Rule] = {}
 
 
 def _register(*ops, structural: bool = False):
@@ -50,7 +51,11 @@ def rule_for(target) -> Rule | None:
     if target in RULES:
         return RULES[target]
     packet = getattr(target, "overloadpacket", None)
-    return RULES.get(packet)
+    if packet in RULES:
+        return RULES[packet]
+    ns = getattr(target, "namespace", None)
+    name = getattr(packet, "__name__", "").split(".")[-1]
+    return RULES_BY_NAME.get(f"{ns}.{name}") if ns else None
 
 
 def _dim(d: int, rank: int) -> int:
@@ -64,6 +69,7 @@ _UNARY = [
     "hardswish_", "hardsigmoid", "hardsigmoid_", "mish", "softplus", "selu", "celu",     "neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "erf", "sin", "cos", "tan",
     "reciprocal", "square", "sign", "floor", "ceil", "round", "trunc", "logical_not", "isnan",
     "isinf", "nan_to_num", "dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout",
+    "dropout_", "feature_dropout_", "alpha_dropout_", "feature_alpha_dropout_",
     "clone", "contiguous", "detach", "detach_", "alias", "lift_fresh_copy", "_to_copy", "to",
     "type_as", "clamp", "clamp_", "clamp_min", "clamp_max", "softmax", "_softmax", "log_softmax",
     "_log_softmax", "special_erf", "_safe_softmax", "logit", "sinh", "cosh", "asin", "acos", "atan",
@@ -79,7 +85,7 @@ _BINARY = [
 ]
 
 _STRUCTURAL_UNARY = {"clone", "contiguous", "detach", "detach_", "alias", "lift_fresh_copy",
-                     "_to_copy", "to", "type_as", "dropout"}
+                     "_to_copy", "to", "type_as", "dropout", "dropout_"}
 
 
 def _unary(cx):
@@ -616,16 +622,16 @@ def _repeat_interleave(cx):
 def _cat(cx):
     tensors = [t for t in cx.args[0]]
     dim = cx.kwarg_or_arg("dim", 1) or 0
-    lays = [cx.axes_of(t) for t in tensors]
-    lays = [lay for lay, t in zip(lays, tensors) if cx.shape_of(t) != (0,)]
     rank = len(cx.out_shape())
     d = _dim(dim, rank)
+    kept = [t for t in tensors if cx.shape_of(t) != (0,) and cx.shape_of(t)[d] != 0]
+    lays = [cx.axes_of(t) for t in (kept or tensors[:1])]
     out = list(lays[0])
     for other in lays[1:]:
         for i in range(rank):
             if i != d:
                 cx.unify(out[i], other[i], "cat")
-    out[d] = Cat(tuple(lay[d] for lay in lays))
+    out[d] = lays[0][d] if len(lays) == 1 else Cat(tuple(lay[d] for lay in lays))
     return tuple(out)
 
 
@@ -865,3 +871,35 @@ def _reshape(cx):
 @_register(operator.getitem, structural=True)
 def _getitem(cx):
     return cx.item(cx.args[1])
+
+
+# -- weight parametrizations and mixture-of-experts kernels ------------------------------------------
+@_register(_op("_weight_norm"), _op("_weight_norm_interface"))
+def _weight_norm(cx):
+    """w = g * v / ||v|| (norm over every axis but `dim`): permutations pass straight through."""
+    v, g = cx.axes(0), cx.axes(1)
+    for i, lay in enumerate(g):
+        if cx.shape(1)[i] != 1:
+            cx.unify(lay, v[i], "weight_norm magnitude")
+    if len(cx.out_shapes()) == 1:
+        return v
+    d = _dim(cx.arg_or(2, 0), len(v))
+    return [v, tuple(v[i] if i == d else UNIT for i in range(len(v)))]
+
+
+def _grouped_mm(cx):
+    """x (S, K) against per-expert weights w (E, K, N), experts chosen by offsets: out (S, N).
+
+    All experts share one permutation of N (sound, though coarser than per-expert).
+    """
+    if len(cx.shape(0)) != 2 or len(cx.shape(1)) != 3:
+        return None
+    x, w = cx.axes(0), cx.axes(1)
+    cx.contract(0, -1, 1, 1)
+    cx.freeze(w[0], f"expert axis selected by offsets ({cx.where()})")
+    return (x[0], w[2])
+
+
+_register(_op("_grouped_mm"))(_grouped_mm)
+# Custom ops registered by other libraries, keyed by "namespace.name" (they may load later).
+RULES_BY_NAME["transformers.grouped_mm_fallback"] = Rule(_grouped_mm)

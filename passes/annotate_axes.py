@@ -55,6 +55,12 @@ def _op_name(target) -> str:
     return name.split(".")[0]
 
 
+def _qualified(target) -> str:
+    """`aten.cumsum`, `transformers.grouped_mm_fallback`: the op with its namespace."""
+    ns = getattr(target, "namespace", None) or "aten"
+    return f"{ns}.{_op_name(target)}"
+
+
 def _vals(node) -> list:
     val = node.meta.get("val") if isinstance(node, fx.Node) else None
     if isinstance(val, (list, tuple)):
@@ -263,6 +269,10 @@ def _input_layouts(store: SpaceStore, node: fx.Node, hint: str, frozen: str | No
 def _annotate_placeholder(program: Program, node: fx.Node) -> None:
     kind, target = program.traced.placeholders.get(node.name, ("input", node.name))
     store = program.store
+    if kind in ("param", "buffer") and not node.users:
+        # unused (often a tied name whose uses export routes to its twin): nothing to permute
+        node.meta[AXES] = AxesMeta(None, None)
+        return
     if kind in ("param", "buffer"):
         meta = _input_layouts(store, node, target, None)
         if meta.dims is not None:
@@ -383,15 +393,25 @@ def _inline_subgraph(program: Program, node: fx.Node) -> bool:
     return True
 
 
+def _is_dead(node: fx.Node) -> bool:
+    """A node whose value nobody reads (e.g. a select used only for its shape)."""
+    name = _op_name(node.target)
+    return not node.users and not name.endswith("_") and not name.startswith("_assert")
+
+
 def _annotate_call(program: Program, node: fx.Node) -> None:
+    if _is_dead(node):
+        node.meta[AXES] = _input_layouts(program.store, node, node.name, None)
+        return
     if _inline_subgraph(program, node):
         return
     rule = rule_for(node.target)
     name = _op_name(node.target)
+    qual = _qualified(node.target)
     where = source_location(node)
     if rule is None:
-        program.unruled[(f"aten.{name}", where)] += 1
-        _freeze_unknown(program, node, f"no rule for aten.{name} at {where}")
+        program.unruled[(qual, where)] += 1
+        _freeze_unknown(program, node, f"no rule for {qual} at {where}")
         return
     args, names = _normalized_args(node)
     cx = RuleContext(program, node, args, names, rule.structural)
@@ -400,21 +420,20 @@ def _annotate_call(program: Program, node: fx.Node) -> None:
     except _NoLayout:
         result = None
     except Exception as exc:  # a rule that cannot handle these arguments fails safe
-        program.unruled[(f"aten.{name} ({type(exc).__name__} in rule)", where)] += 1
-        _freeze_unknown(program, node, f"rule for aten.{name} failed at {where}: {exc}")
+        program.unruled[(f"{qual} ({type(exc).__name__} in rule)", where)] += 1
+        _freeze_unknown(program, node, f"rule for {qual} failed at {where}: {exc}")
         return
     if result is None:
         if not any(_is_tensor(v) for v in _vals(node)):
             node.meta[AXES] = AxesMeta(None, None)
             return
-        program.unruled[(f"aten.{name}", where)] += 1
-        _freeze_unknown(program, node, f"aten.{name} with these arguments at {where}")
+        program.unruled[(qual, where)] += 1
+        _freeze_unknown(program, node, f"{qual} with these arguments at {where}")
         return
     meta = _to_meta(result, node)
-    if not _check_shapes(store := program.store, meta, node):
-        program.unruled[(f"aten.{name} (shape mismatch in rule)", where)] += 1
-        _freeze_unknown(program, node, f"rule for aten.{name} gave wrong shapes at {where}")
-        del store
+    if not _check_shapes(program.store, meta, node):
+        program.unruled[(f"{qual} (shape mismatch in rule)", where)] += 1
+        _freeze_unknown(program, node, f"rule for {qual} gave wrong shapes at {where}")
         return
     node.meta[AXES] = meta
     if rule.structural:

@@ -73,7 +73,21 @@ class _Checker:
 
     @property
     def tolerance(self) -> float:
-        return 1e-7 if self.dtype == torch.float64 else 1e-4
+        """Tight in float64, unless the model casts to a lower precision inside (RMSNorm's
+        `.to(torch.float32)`): then permuted sums round at that precision."""
+        if self.dtype == torch.float64 and not self.casts_down:
+            return 1e-7
+        return 1e-4
+
+    @property
+    def casts_down(self) -> bool:
+        low = {torch.float32, torch.float16, torch.bfloat16}
+        for node in self.program.traced.graph.nodes:
+            if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] \
+                    in ("_to_copy", "to") and (node.kwargs.get("dtype") in low
+                                               or any(a in low for a in node.args[1:])):
+                return True
+        return False
 
 
 def output_error(ref: list, out: list) -> tuple[float, int]:

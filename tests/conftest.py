@@ -17,3 +17,10 @@ if _TESTS not in sys.path:
 settings.register_profile("ci", deadline=None, derandomize=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Under pytest-xdist every worker is a process: one torch thread each, so two workers on two
+# cores do not oversubscribe them (OpenMP spin-waits made small merges 50x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
