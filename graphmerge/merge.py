@@ -33,11 +33,15 @@ class MethodSpec:
     alpha: float | None = None  # None: the caller's alpha
     matcher: str | None = None  # None: the caller's matcher
     needs_data: bool = True
+    zip_a: float = 0.5  # ZipIt's linkage factor (MuDSC's setting by default)
+    zip_b: float = 1.0  # within-model merge budget factor
 
 
 METHODS: dict[str, MethodSpec] = {
     "mudsc": MethodSpec("mudsc"),
-    "zipit": MethodSpec("mudsc", alpha=0.0, matcher="zip"),
+    # ZipIt with its own defaults (matching_functions.py: a=0.3, b=0.125); MuDSC's activation-only
+    # ablation with MuDSC's a=0.5, b=1 is method="mudsc", alpha=0.
+    "zipit": MethodSpec("mudsc", alpha=0.0, matcher="zip", zip_a=0.3, zip_b=0.125),
     "activation_matching": MethodSpec("mudsc", alpha=0.0, matcher="permute"),
     "weight_matching": MethodSpec("weight_matching", needs_data=False),
     "average": MethodSpec("average", needs_data=False),
@@ -113,7 +117,8 @@ def _batches(data) -> list | object:
 
 def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alpha: float = 0.5,
           seed: int = 0, iters: int = 100, patience: int = 5, reset_bn: bool = True,
-          zip_a: float = 0.5, zip_b: float = 1.0, example_inputs=None, progress: bool = True,
+          zip_a: float | None = None, zip_b: float | None = None, example_inputs=None,
+          progress: bool = True,
           strict: bool = False, return_program: bool = False):
     """Merge `models` (same architecture) into one new model of the first model's class.
 
@@ -122,7 +127,8 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
     data: iterable of calibration batches; required except for "weight_matching", "average"
         and "mudsc" with alpha=1. reset_bn: recompute BatchNorm statistics of the bases (on
         copies) and of the merged model on `data`.
-    zip_a, zip_b: ZipIt's linkage and budget factors (MuDSC uses a=0.5, b=1).
+    zip_a, zip_b: the zip matcher's linkage and within-model budget factors; default MuDSC's
+        a=0.5, b=1 for "mudsc", ZipIt's own a=0.3, b=0.125 for "zipit".
     Returns the merged module (and the `Program` when return_program=True).
     """
     timings: dict[str, float] = {}
@@ -160,6 +166,8 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
         collect_features(program, bases, data, progress=progress)
     timings["collect_features"] = time.perf_counter() - start
     start = time.perf_counter()
+    zip_a = spec.zip_a if zip_a is None else zip_a
+    zip_b = spec.zip_b if zip_b is None else zip_b
     options = {"a": zip_a, "b": zip_b} if matcher == "zip" else {}
     solve_groups(program, states, spec.solver, matcher, alpha, seed, iters, patience, options,
                  progress)

@@ -120,7 +120,8 @@ def _merged_state(models, data, **kw):
 def test_alpha_limits_reduce_to_single_space_methods():
     a, b = _two_different_mlps()
     data = calibration(ZOO["mlp"].example())
-    zero_zip = _merged_state([a, b], data, method="mudsc", matcher="zip", alpha=0.0)
+    zero_zip = _merged_state([a, b], data, method="mudsc", matcher="zip", alpha=0.0,
+                             zip_a=0.3, zip_b=0.125)
     zipit = _merged_state([a, b], data, method="zipit")
     zero_perm = _merged_state([a, b], data, method="mudsc", matcher="permute", alpha=0.0)
     act = _merged_state([a, b], data, method="activation_matching")
