@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TinyCNN", "build", "inputs"]
+__all__ = ["TinyCNN", "build", "build_other", "inputs", "calibration"]
 
 
 class TinyCNN(nn.Module):
@@ -45,6 +45,18 @@ def build() -> nn.Module:
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.normal_(0, 0.1)
     return model.eval()
+
+
+def build_other() -> nn.Module:
+    """A second TinyCNN from another seed (a different initialisation to merge with `build`)."""
+    torch.manual_seed(1)
+    return TinyCNN().eval()
+
+
+def calibration() -> list[Tensor]:
+    """Calibration batches for `graphmerge merge`: 4 batches of (16, 3, 16, 16)."""
+    gen = torch.Generator().manual_seed(7)
+    return [torch.randn(16, 3, 16, 16, generator=gen) for _ in range(4)]
 
 
 def inputs() -> Tensor:

@@ -59,7 +59,7 @@ def check_models(models) -> list[nn.Module]:
             raise InputError(f"model {i} is a {type(m).__name__}, not an nn.Module")
     ref = models[0].state_dict()
     for i, m in enumerate(models[1:], start=1):
-        if type(m) is not type(models[0]):
+        if type(m).__qualname__ != type(models[0]).__qualname__:
             raise InputError(f"model {i} is a {type(m).__name__}, model 0 a "
                              f"{type(models[0]).__name__}: merge needs one architecture")
         state = m.state_dict()

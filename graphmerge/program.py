@@ -67,6 +67,7 @@ class Program:
     param_order: list = field(default_factory=list)
     sites: list = field(default_factory=list)
     unruled: Counter = field(default_factory=Counter)
+    live: set = field(default_factory=set)
     axis_layouts: dict = field(default_factory=dict)
     groups: list[PermutationGroup] = field(default_factory=list)
     spaces: dict[str, GroupSpace] = field(default_factory=dict)

@@ -269,8 +269,9 @@ def _input_layouts(store: SpaceStore, node: fx.Node, hint: str, frozen: str | No
 def _annotate_placeholder(program: Program, node: fx.Node) -> None:
     kind, target = program.traced.placeholders.get(node.name, ("input", node.name))
     store = program.store
-    if kind in ("param", "buffer") and not node.users:
-        # unused (often a tied name whose uses export routes to its twin): nothing to permute
+    if kind in ("param", "buffer") and not any(u in program.live for u in node.users):
+        # unused in the traced forward (a tied name whose uses export routes to its twin, or a
+        # layer whose result is discarded): nothing to permute, merges average it
         node.meta[AXES] = AxesMeta(None, None)
         return
     if kind in ("param", "buffer"):
@@ -338,6 +339,7 @@ def annotate_axes(program: Program) -> Program:
     program.store = SpaceStore()
     program.param_axes, program.param_roles, program.sites = {}, {}, []
     program.param_order, program.unruled = [], Counter()
+    program.live = _live_nodes(program.traced.graph)
     store = program.store
     for node in program.traced.graph.nodes:
         if node.op == "placeholder":
@@ -393,14 +395,29 @@ def _inline_subgraph(program: Program, node: fx.Node) -> bool:
     return True
 
 
-def _is_dead(node: fx.Node) -> bool:
-    """A node whose value nobody reads (e.g. a select used only for its shape)."""
-    name = _op_name(node.target)
-    return not node.users and not name.endswith("_") and not name.startswith("_assert")
+def _live_nodes(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes the outputs depend on, plus side effects (in-place ops, asserts) and their inputs."""
+    roots = [n for n in graph.nodes if n.op == "output" or (
+        n.op == "call_function" and (_op_name(n.target).endswith("_")
+                                     and not _op_name(n.target).startswith("__")))]
+    live, stack = set(), list(roots)
+    while stack:
+        node = stack.pop()
+        if node in live:
+            continue
+        live.add(node)
+        stack.extend(node.all_input_nodes)
+    return live
+
+
+def _is_dead(program: Program, node: fx.Node) -> bool:
+    """A node whose value no output depends on (a select used only for its shape, an unused
+    auxiliary head): its rule would only add constraints that mean nothing."""
+    return node.graph is program.traced.graph and node not in program.live
 
 
 def _annotate_call(program: Program, node: fx.Node) -> None:
-    if _is_dead(node):
+    if _is_dead(program, node):
         node.meta[AXES] = _input_layouts(program.store, node, node.name, None)
         return
     if _inline_subgraph(program, node):

@@ -200,3 +200,32 @@ def test_chunk_makes_blocks():
     fc1 = next(m for m in free[0].members if m.param == "fc1.weight")
     assert fc1.repeat == 1
     _assert_shuffle_keeps(net, x, torch.randn(5, 4))
+
+
+class DeadBranch(nn.Module):
+    """A layer whose result is discarded: its weights are unused, not free groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.dead_conv = nn.Conv2d(4, 5, 3, bias=False)
+        self.dead_ln = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        _ = self.dead_conv(h)
+        _ = self.dead_ln(h.mean((2, 3)))
+        return self.head(h.mean((2, 3)))
+
+
+def test_discarded_layers_are_not_groups():
+    torch.manual_seed(0)
+    net, x = DeadBranch().eval(), torch.randn(2, 3, 6, 6)
+    groups = gm.permutation_groups(net, x)
+    params = {m.param for g in groups for m in g.members}
+    assert not any(p.startswith(("dead_conv", "dead_ln")) for p in params)
+    assert next(g for g in groups if g.name == "conv:out").params() == {
+        ("conv.weight", 0), ("conv.bias", 0), ("head.weight", 1)}
+    twin = gm.shuffle(net, x, seed=1)
+    assert torch.equal(twin.dead_conv.weight, net.dead_conv.weight)

@@ -1,0 +1,123 @@
+"""`graphmerge merge CONFIG --out FILE`: YAML validated on load, output atomic, inputs protected."""
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import graphmerge as gm
+from graphmerge.cli import main
+from graphmerge.config import load_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "merge.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def weights(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    import tiny_cnn
+
+    a, b = tiny_cnn.build(), tiny_cnn.build_other()
+    save_file(a.state_dict(), tmp_path / "a.safetensors")
+    save_file(b.state_dict(), tmp_path / "b.safetensors")
+    return a, b, tiny_cnn
+
+
+def _config(tmp_path, extra: str = "", method: str = "mudsc") -> Path:
+    factory = f"{EXAMPLES / 'tiny_cnn.py'}"
+    return _write(tmp_path, f"""
+models:
+  - factory: {factory}:build
+    weights: a.safetensors
+  - factory: {factory}:build
+    weights: b.safetensors
+data:
+  factory: {factory}:calibration
+method: {method}
+parameters: {{matcher: zip, alpha: 0.5, seed: 0}}
+{extra}""")
+
+
+def test_merge_round_trip_matches_the_api(tmp_path, weights, capsys):
+    a, b, tiny_cnn = weights
+    out = tmp_path / "merged.safetensors"
+    assert main(["merge", str(_config(tmp_path)), "--out", str(out), "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    state = load_file(out)
+    expected = gm.merge([a, b], tiny_cnn.calibration(), method="mudsc", progress=False)
+    for k, v in expected.state_dict().items():
+        torch.testing.assert_close(state[k], v)
+    model = tiny_cnn.build()
+    model.load_state_dict(state)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".merged")]
+
+
+def test_example_config_runs(tmp_path):
+    out = tmp_path / "m.pt"
+    assert main(["merge", str(EXAMPLES / "merge_tiny_cnn.yaml"), "--out", str(out),
+                 "--no-progress"]) == 0
+    state = torch.load(out, weights_only=True)
+    assert "fc.weight" in state
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ("colour: red", "colour: unknown key"),
+    ("reset_bn: maybe", "reset_bn: expected true or false"),
+])
+def test_bad_top_level_keys_are_named(tmp_path, weights, capsys, extra, needle):
+    out = tmp_path / "merged.safetensors"
+    assert main(["merge", str(_config(tmp_path, extra)), "--out", str(out)]) == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("models: [{factory: x.py:build}]", "models: expected a list of at least 2"),
+    ("models: [{factory: a.py:b}, {factory: a.py:b, weight: w}]", "models[1].weight: unknown key"),
+    ("models: [{factory: a.py:b}, {factory: 3}]", "models[1].factory: expected a string"),
+    ("models: [{factory: a.py:b}, {factory: a.py:b}]\nmethod: rebasin", "unknown method 'rebasin'"),
+    ("models: [{factory: a.py:b}, {factory: a.py:b}]\nparameters: {alpha: 2}", "parameters.alpha"),
+    ("models: [{factory: a.py:b}, {factory: a.py:b}]\nparameters: {beta: 2}", "parameters.beta"),
+    ("models: [{factory: a.py:b}, {factory: a.py:b}]\ndata: {batches: 2}", "exactly one of"),
+])
+def test_config_validation_names_the_key(tmp_path, body, needle):
+    with pytest.raises(gm.InputError) as err:
+        load_config(_write(tmp_path, body))
+    assert needle in str(err.value) and "merge.yaml" in str(err.value)
+
+
+def test_output_never_overwrites_an_input(tmp_path, weights, capsys):
+    config = _config(tmp_path)
+    before = (tmp_path / "a.safetensors").read_bytes()
+    assert main(["merge", str(config), "--out", str(tmp_path / "a.safetensors")]) == 2
+    assert "input files" in capsys.readouterr().err
+    assert (tmp_path / "a.safetensors").read_bytes() == before
+
+
+def test_missing_data_for_activation_method(tmp_path, weights, capsys):
+    factory = f"{EXAMPLES / 'tiny_cnn.py'}"
+    config = _write(tmp_path, f"models: [{{factory: '{factory}:build'}}, "
+                              f"{{factory: '{factory}:build_other'}}]\nmethod: zipit\n")
+    out = tmp_path / "m.safetensors"
+    assert main(["merge", str(config), "--out", str(out)]) == 2
+    assert "needs calibration data" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_input_shape_data(tmp_path, weights):
+    factory = f"{EXAMPLES / 'tiny_cnn.py'}"
+    config = _write(tmp_path, f"models: [{{factory: '{factory}:build'}}, "
+                              f"{{factory: '{factory}:build_other'}}]\nmethod: zipit\n"
+                              "data: {input_shape: '8,3,16,16', batches: 3}\n")
+    out = tmp_path / "m.safetensors"
+    assert main(["merge", str(config), "--out", str(out), "--no-progress"]) == 0
+    assert out.exists()
