@@ -278,7 +278,27 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=("cnn", "mlp"), default="cnn")
+    parser.add_argument("--out", default=".", help="folder for the group graph picture")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from graphmerge.demo import run_demo
+
+    print(run_demo(args.arch, args.out, args.seed, progress=not args.no_progress))
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "demo": Subcommand("train two small models on bundled digits data, merge them, compare",
+                       _add_demo, _run_demo),
     "inspect": Subcommand(
         "trace a model, infer its permutation groups, and show them", _add_inspect, _run_inspect
     ),

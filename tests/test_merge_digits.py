@@ -1,6 +1,6 @@
 """Merging on real data: sklearn digits, 5+5 class split, two models trained from different seeds.
 
-The models end in the paper's shared class-vector head (benchmarks/tasks.py), so joint accuracy
+The models end in the paper's shared class-vector head (graphmerge/tasks.py), so joint accuracy
 is the argmax over all ten classes. A broken alignment lands near plain averaging; MuDSC and
 ZipIt must beat it by a wide margin.
 """
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import graphmerge as gm
-from benchmarks.tasks import (CNNEmbed, MLPEmbed, calibration_batches, digits_split,
+from graphmerge.tasks import (CNNEmbed, MLPEmbed, calibration_batches, digits_split,
                               ensemble_evaluate, evaluate, train)
 
 MARGIN = 0.10  # joint accuracy points over plain averaging

@@ -1,0 +1,154 @@
+"""Disjoint-class tasks on real data, trained in seconds on a CPU (MUDSC_SPEC.md §1.9 protocol).
+
+Each model ends in the paper's shared-head protocol: it outputs a d-dimensional embedding scored
+by scaled cosine against a fixed matrix of class vectors common to all models (a constant, not a
+parameter), so joint accuracy is the argmax over all classes. Model A is trained on task A's
+classes only, model B on task B's.
+
+    >>> from graphmerge.tasks import MLPEmbed, digits_split, evaluate, train
+    >>> data = digits_split(seed=0)
+    >>> model = train(MLPEmbed(), data, task=0, seed=0)
+    >>> round(evaluate(model, data)["task_a"], 2) > 0.9
+    True
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TaskData", "digits_split", "ClassHead", "MLPEmbed", "CNNEmbed", "train", "evaluate",
+           "ensemble_evaluate", "calibration_batches"]
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Train/test tensors and the two disjoint class sets."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    tasks: tuple[tuple[int, ...], tuple[int, ...]]
+    num_classes: int
+
+
+def digits_split(seed: int = 0, image: bool = False) -> TaskData:
+    """sklearn's 8x8 digits (ships with sklearn), 5+5 random class split, 75/25 train/test."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
+    x = (x - x.mean(0)) / (x.std(0) + 1e-3)
+    y = torch.tensor(digits.target)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    cut = int(0.75 * len(y))
+    classes = rng.permutation(10)
+    tasks = (tuple(sorted(classes[:5].tolist())), tuple(sorted(classes[5:].tolist())))
+    if image:
+        x = x.view(-1, 1, 8, 8)
+    tr, te = order[:cut], order[cut:]
+    return TaskData(x[tr], y[tr], x[te], y[te], tasks, 10)
+
+
+class ClassHead(nn.Module):
+    """Scaled cosine against fixed class vectors (a non-persistent buffer: never merged)."""
+
+    def __init__(self, dim: int, num_classes: int, scale: float = 10.0, seed: int = 1234):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        vectors = F.normalize(torch.randn(num_classes, dim, generator=gen), dim=1)
+        self.register_buffer("classes", vectors, persistent=False)
+        self.scale = scale
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(emb, dim=-1) @ self.classes.T
+
+
+class MLPEmbed(nn.Module):
+    def __init__(self, d_in: int = 64, width: int = 128, dim: int = 32, num_classes: int = 10):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d_in, width), nn.Linear(width, width)
+        self.emb = nn.Linear(width, dim)
+        self.head = ClassHead(dim, num_classes)
+
+    def forward(self, x):
+        return self.head(self.emb(F.relu(self.fc2(F.relu(self.fc1(x))))))
+
+
+class CNNEmbed(nn.Module):
+    def __init__(self, width: int = 32, dim: int = 32, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.fc = nn.Linear(2 * width * 16, 128)
+        self.emb = nn.Linear(128, dim)
+        self.head = ClassHead(dim, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        return self.head(self.emb(F.relu(self.fc(x.flatten(1)))))
+
+
+def _task_mask(y: torch.Tensor, classes) -> torch.Tensor:
+    return torch.isin(y, torch.tensor(classes))
+
+
+def train(model: nn.Module, data: TaskData, task: int, seed: int, epochs: int = 30,
+          batch: int = 64, lr: float = 3e-3) -> nn.Module:
+    """Train on one task's classes, cross-entropy over that task's logits only."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    classes = torch.tensor(data.tasks[task])
+    mask = _task_mask(data.y_train, data.tasks[task])
+    x, y = data.x_train[mask], data.y_train[mask]
+    remap = torch.full((data.num_classes,), -1, dtype=torch.long)
+    remap[classes] = torch.arange(len(classes))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y)).split(batch):
+            loss = F.cross_entropy(model(x[idx])[:, classes], remap[y[idx]])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def _scores(logits_fn, data: TaskData) -> dict[str, float]:
+    logits = logits_fn(data.x_test)
+    out = {"joint": float((logits.argmax(1) == data.y_test).float().mean())}
+    for name, classes in zip(("task_a", "task_b"), data.tasks):
+        mask = _task_mask(data.y_test, classes)
+        sub = logits[mask][:, list(classes)]
+        pred = torch.tensor(classes)[sub.argmax(1)]
+        out[name] = float((pred == data.y_test[mask]).float().mean())
+    out["per_task"] = (out["task_a"] + out["task_b"]) / 2
+    return out
+
+
+def evaluate(model: nn.Module, data: TaskData) -> dict[str, float]:
+    """Joint (argmax over all classes), per-task and per-task-average accuracy."""
+    model.eval()
+    return _scores(model, data)
+
+
+def ensemble_evaluate(models: list[nn.Module], data: TaskData) -> dict[str, float]:
+    """The upper bound: sum of the models' softmax outputs (spec §1.9)."""
+    return _scores(lambda x: sum(torch.softmax(m.eval()(x), 1) for m in models), data)
+
+
+def calibration_batches(data: TaskData, batch: int = 128, limit: int | None = None) -> list:
+    """Training inputs of both tasks (spec §5.12: the union), in batches."""
+    x = data.x_train if limit is None else data.x_train[:limit]
+    return list(x.split(batch))
