@@ -23,7 +23,7 @@ from graphmerge.program import Pass, Program, run_passes
 from graphmerge.records import PermutationGroup
 from graphmerge.trace import Inputs, trace
 
-__all__ = ["Analysis", "analyze", "permutation_groups", "shuffle", "compile_program", "PIPELINE"]
+__all__ = ["PIPELINE", "Analysis", "analyze", "compile_program", "permutation_groups", "shuffle"]
 
 
 def _trace_pass(program: Program) -> Program:

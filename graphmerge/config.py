@@ -25,7 +25,7 @@ import yaml
 
 from graphmerge.errors import InputError
 
-__all__ = ["ModelSpec", "DataSpec", "MergeConfig", "load_config", "PARAMETERS"]
+__all__ = ["PARAMETERS", "DataSpec", "MergeConfig", "ModelSpec", "load_config"]
 
 # parameter name -> accepted types
 PARAMETERS: dict[str, tuple[type, ...]] = {

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import torch
 
-from graphmerge.tasks import (CNNEmbed, MLPEmbed, calibration_batches, digits_split,
-                              ensemble_evaluate, evaluate, train)
+from graphmerge.tasks import (
+    CNNEmbed,
+    MLPEmbed,
+    calibration_batches,
+    digits_split,
+    ensemble_evaluate,
+    evaluate,
+    train,
+)
 
 __all__ = ["run_demo"]
 

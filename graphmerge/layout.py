@@ -23,16 +23,16 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "EMPTY",
+    "POSITIONAL",
+    "UNIT",
+    "Alt",
+    "Blk",
+    "Cat",
+    "Layout",
     "Leaf",
     "Prod",
-    "Cat",
-    "Blk",
-    "Alt",
-    "Layout",
-    "UNIT",
     "SpaceStore",
-    "POSITIONAL",
-    "EMPTY",
 ]
 
 # Frozen-reason prefixes of axes that index positions (pixels, kernel taps, vocabulary rows), not

@@ -20,9 +20,9 @@ from graphmerge.errors import InputError
 from graphmerge.passes.collect_features import collect_features
 from graphmerge.passes.rewrite import rewrite
 from graphmerge.passes.solve_groups import solve_groups
-from graphmerge.trace import call_model, eval_mode
+from graphmerge.trace import call_model
 
-__all__ = ["METHODS", "MATCHER_NAMES", "merge", "reset_bn_stats", "check_models"]
+__all__ = ["MATCHER_NAMES", "METHODS", "check_models", "merge", "reset_bn_stats"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
     bases = models
     if reset_bn and data is not None:
         copies = [copy.deepcopy(m) for m in models]
-        if any([reset_bn_stats(c, data) for c in copies]):
+        if any([reset_bn_stats(c, data) for c in copies]):  # noqa: C419 (reset every copy)
             bases = copies
     timings["reset_bn"] = time.perf_counter() - start
     program = compile_program(bases[0], example, strict=strict)
@@ -180,6 +180,4 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
         reset_bn_stats(merged, data)
     timings["rewrite"] = time.perf_counter() - start
     program.timings.update(timings)
-    with eval_mode(merged):
-        pass
     return (merged, program) if return_program else merged

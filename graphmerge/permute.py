@@ -12,10 +12,10 @@ import math
 import numpy as np
 import torch
 
-from graphmerge.layout import Cat, Leaf, Layout, Prod, SpaceStore
+from graphmerge.layout import Cat, Layout, Leaf, Prod, SpaceStore
 from graphmerge.program import Program
 
-__all__ = ["random_permutations", "axis_gather_index", "permute_state_dict"]
+__all__ = ["axis_gather_index", "permute_state_dict", "random_permutations"]
 
 
 def random_permutations(program: Program, seed: int, names=None,

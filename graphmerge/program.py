@@ -11,15 +11,15 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 
 from graphmerge.layout import Layout, SpaceStore
 from graphmerge.records import PermutationGroup
 
-__all__ = ["AXES", "PARAM_AXES", "AxesMeta", "Site", "GroupSpace", "Program", "Pass", "run_passes"]
+__all__ = ["AXES", "PARAM_AXES", "AxesMeta", "GroupSpace", "Pass", "Program", "Site", "run_passes"]
 
 AXES = "graphmerge.axes"
 PARAM_AXES = "graphmerge.param_axes"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Member", "Structure", "CaptureSite", "PermutationGroup"]
+__all__ = ["CaptureSite", "Member", "PermutationGroup", "Structure"]
 
 
 @dataclass(frozen=True)

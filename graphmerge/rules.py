@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from graphmerge.layout import UNIT, Alt, Blk, Cat, Layout, Prod
 
-__all__ = ["Rule", "RULES", "RULES_BY_NAME", "rule_for"]
+__all__ = ["RULES", "RULES_BY_NAME", "Rule", "rule_for"]
 
 aten = torch.ops.aten
 
@@ -158,7 +158,6 @@ def _no_tensor(cx):
 @_register(_op("item"), _op("_local_scalar_dense"))
 def _item(cx):
     cx.freeze(cx.axes(0), f"value read by .item() ({cx.where()})")
-    return None
 
 
 # -- contractions -----------------------------------------------------------------------------

@@ -20,8 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TaskData", "digits_split", "ClassHead", "MLPEmbed", "CNNEmbed", "train", "evaluate",
-           "ensemble_evaluate", "calibration_batches"]
+__all__ = [
+    "CNNEmbed",
+    "ClassHead",
+    "MLPEmbed",
+    "TaskData",
+    "calibration_batches",
+    "digits_split",
+    "ensemble_evaluate",
+    "evaluate",
+    "train",
+]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from torch import nn
 
 from graphmerge.errors import InputError, TraceError
 
-__all__ = ["Inputs", "Traced", "normalize_inputs", "trace", "eval_mode", "call_model"]
+__all__ = ["Inputs", "Traced", "call_model", "eval_mode", "normalize_inputs", "trace"]
 
 Inputs = torch.Tensor | tuple | dict
 

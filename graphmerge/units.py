@@ -13,7 +13,7 @@ import numpy as np
 from graphmerge.layout import Cat, Layout, Prod, SpaceStore
 from graphmerge.permute import _resolve
 
-__all__ = ["leaf_coords", "branch_ids", "unit_index", "unit_positions", "group_units"]
+__all__ = ["branch_ids", "group_units", "leaf_coords", "unit_index", "unit_positions"]
 
 
 def leaf_coords(lay: Layout, store: SpaceStore) -> dict[int, np.ndarray]:

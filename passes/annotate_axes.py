@@ -23,7 +23,7 @@ from graphmerge.layout import UNIT, Alt, Blk, Layout, SpaceStore
 from graphmerge.program import AXES, PARAM_AXES, AxesMeta, Program, Site
 from graphmerge.rules import rule_for
 
-__all__ = ["annotate_axes", "source_location", "module_path"]
+__all__ = ["annotate_axes", "module_path", "source_location"]
 
 _PASSTHROUGH = {"permute", "transpose", "unsqueeze", "squeeze", "contiguous", "clone", "alias",
                 "_to_copy", "to", "detach", "expand", "t", "view", "reshape", "_unsafe_view",
@@ -423,7 +423,6 @@ def _annotate_call(program: Program, node: fx.Node) -> None:
     if _inline_subgraph(program, node):
         return
     rule = rule_for(node.target)
-    name = _op_name(node.target)
     qual = _qualified(node.target)
     where = source_location(node)
     if rule is None:

@@ -26,7 +26,7 @@ from graphmerge.program import AXES, Program
 from graphmerge.trace import eval_mode, normalize_inputs, trace
 from graphmerge.units import group_units, leaf_coords
 
-__all__ = ["Moments", "GraphRunner", "collect_features", "capture_plan"]
+__all__ = ["GraphRunner", "Moments", "capture_plan", "collect_features"]
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Moments:
     count: float = 0.0
 
     @classmethod
-    def zeros(cls, dim: int) -> "Moments":
+    def zeros(cls, dim: int) -> Moments:
         return cls(np.zeros(dim), np.zeros((dim, dim)), 0.0)
 
     def add(self, x: torch.Tensor) -> None:

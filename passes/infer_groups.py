@@ -17,7 +17,7 @@ import math
 
 import networkx as nx
 
-from graphmerge.layout import POSITIONAL, Cat, Leaf, Layout, Prod
+from graphmerge.layout import POSITIONAL, Cat, Layout, Leaf, Prod
 from graphmerge.program import AXES, GroupSpace, Program
 from graphmerge.records import CaptureSite, Member, PermutationGroup, Structure
 

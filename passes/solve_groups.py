@@ -29,7 +29,7 @@ from graphmerge.passes.matchers.similarity import correlation_from_moments, weig
 from graphmerge.program import Program
 from graphmerge.units import branch_ids, group_units, leaf_coords, unit_index, unit_positions
 
-__all__ = ["Assignment", "SolveUnit", "solve_groups", "axis_unmerge", "axis_merge"]
+__all__ = ["Assignment", "SolveUnit", "axis_merge", "axis_unmerge", "solve_groups"]
 
 
 @dataclass(frozen=True)
@@ -342,7 +342,6 @@ def solve_groups(program: Program, states: list[dict], method: str, matcher: str
                  alpha: float = 0.5, seed: int = 0, iters: int = 100, patience: int = 5,
                  options: dict | None = None, progress: bool = True) -> Program:
     """Fill `program.assignments` for `method` (see module docstring)."""
-    n_models = len(states)
     if method == "average":
         program.assignments = {}
     elif method == "weight_matching":
@@ -350,5 +349,4 @@ def solve_groups(program: Program, states: list[dict], method: str, matcher: str
     else:
         program.assignments = mudsc(program, states, alpha, matcher, seed, iters, patience,
                                     options, progress)
-    del n_models
     return program

@@ -12,6 +12,7 @@ exactly those, with a warning naming them, their members and the ops on their sp
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import torch
@@ -23,7 +24,7 @@ from graphmerge.permute import permute_state_dict, random_permutations
 from graphmerge.program import Program
 from graphmerge.trace import eval_mode, normalize_inputs
 
-__all__ = ["verify_groups", "output_error"]
+__all__ = ["output_error", "verify_groups"]
 
 _SEED = 20240301
 
@@ -101,7 +102,7 @@ def output_error(ref: list, out: list) -> tuple[float, int]:
         else:
             scale = a.abs().max().item() if a.numel() else 0.0
             err = (a - b).abs().max().item() / (1.0 + scale) if a.numel() else 0.0
-        if err > worst or err != err:
+        if err > worst or math.isnan(err):
             worst, where = err, i
     return worst, where
 

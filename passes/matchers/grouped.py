@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from graphmerge.passes.matchers import Match, units_per_model
 from graphmerge.passes.matchers.permute import match_from_permutations, solve_assignment
 from graphmerge.passes.matchers.zip import (

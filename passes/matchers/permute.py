@@ -8,8 +8,9 @@ j is the mean of unit j of model 0 and its matches.
 from __future__ import annotations
 
 import numpy as np
-from graphmerge.passes.matchers import Match, units_per_model
 from scipy.optimize import linear_sum_assignment
+
+from graphmerge.passes.matchers import Match, units_per_model
 
 __all__ = ["match_from_permutations", "permute_match", "solve_assignment"]
 

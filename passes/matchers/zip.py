@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from graphmerge.passes.matchers import Match, units_per_model
 
 __all__ = ["ZipBudgets", "greedy_zip", "match_from_clusters", "zip_match", "zip_score"]
