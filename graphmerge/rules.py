@@ -427,7 +427,7 @@ def _norm(cx):
 
 
 @_register(_op("max"), _op("min"), _op("argmax"), _op("argmin"), _op("sort"), _op("topk"),
-           _op("argsort"), _op("kthvalue"), _op("median"), _op("mode"), _op("cummax"))
+           _op("argsort"), _op("kthvalue"), _op("median"), _op("mode"))
 def _index_reduce(cx):
     """Reductions whose result carries indices (or order) along the reduced axis: it is pinned."""
     x = cx.axes(0)
@@ -902,3 +902,17 @@ def _grouped_mm(cx):
 _register(_op("_grouped_mm"))(_grouped_mm)
 # Custom ops registered by other libraries, keyed by "namespace.name" (they may load later).
 RULES_BY_NAME["transformers.grouped_mm_fallback"] = Rule(_grouped_mm)
+
+
+# -- scans ----------------------------------------------------------------------------------------
+def _scan(cx):
+    """Running sums/products: the scanned axis is pinned (order matters), others pass through."""
+    x = cx.axes(0)
+    d = _dim(cx.kwarg_or_arg("dim", 1), len(x))
+    cx.freeze(x[d], f"{cx.op_name()} accumulates along this axis ({cx.where()})")
+    shapes = cx.out_shapes()
+    return [x for _ in shapes] if len(shapes) > 1 else x
+
+
+for _name in ["cumsum", "cumsum_", "cumprod", "cumprod_", "logcumsumexp", "cummax", "cummin"]:
+    _register(_op(_name))(_scan)

@@ -144,7 +144,7 @@ class Unruled(nn.Module):
         self.fc1, self.fc2, self.fc3 = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
 
     def forward(self, x):
-        return self.fc3(torch.relu(self.fc2(torch.cumsum(self.fc1(x), -1))))
+        return self.fc3(torch.relu(self.fc2(torch.erfinv(0.5 * torch.tanh(self.fc1(x))))))
 
 
 def test_op_without_rule_freezes_with_source_line():
@@ -152,10 +152,29 @@ def test_op_without_rule_freezes_with_source_line():
     net, x = Unruled().eval(), torch.randn(3, 4)
     analysis = gm.analyze(net, x)
     g = {g.name: g for g in analysis.groups}
-    assert g["fc1:out"].frozen and "aten.cumsum" in g["fc1:out"].reason
+    assert g["fc1:out"].frozen and "no rule for aten.erfinv" in g["fc1:out"].reason
     assert "test_annotate_axes.py:" in g["fc1:out"].reason
     assert not g["fc2:out"].frozen
-    assert any(op == "aten.cumsum" for op, _, _ in analysis.unruled)
+    assert any(op == "aten.erfinv" for op, _, _ in analysis.unruled)
+
+
+class Scan(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(4, 8), nn.Linear(8, 6), nn.Linear(6, 2)
+
+    def forward(self, x):  # (B, T, 4): a running sum over tokens keeps the features free
+        h = torch.cumsum(self.fc1(x), dim=1)
+        return self.head(torch.cumsum(torch.relu(self.fc2(h)), dim=-1).mean(1))
+
+
+def test_scan_pins_only_the_scanned_axis():
+    torch.manual_seed(0)
+    net, x = Scan().eval(), torch.randn(2, 5, 4)
+    g = _groups(net, x)
+    assert not g["fc1:out"].frozen
+    assert g["fc2:out"].frozen and "cumsum accumulates" in g["fc2:out"].reason
+    _assert_shuffle_keeps(net, x, torch.randn(3, 7, 4))
 
 
 class Conv1D(nn.Module):
