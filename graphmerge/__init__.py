@@ -5,6 +5,7 @@ Public API (see DESIGN.md): `permutation_groups`, `shuffle`, `analyze`; records
 """
 from graphmerge.api import Analysis, analyze, permutation_groups, shuffle
 from graphmerge.errors import CheckpointError, GraphMergeError, InputError, TraceError, VerifyError
+from graphmerge.export import ExportError, export_onnx
 from graphmerge.merge import METHODS, merge, reset_bn_stats
 from graphmerge.records import CaptureSite, Member, PermutationGroup, Structure
 

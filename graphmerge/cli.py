@@ -184,18 +184,6 @@ def _unruled_report(unruled: Sequence[tuple[str, str, int]]) -> str:
 # placeholders
 
 
-def _add_pending(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-
-
-def _pending(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"graphmerge {name}: not implemented yet; see issue", file=sys.stderr)
-        return 2
-
-    return run
-
-
 # ---------------------------------------------------------------------------------------------
 # merge
 
@@ -207,6 +195,8 @@ def _add_merge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--strict", action="store_true",
                         help="fail instead of freezing a group that fails the self-check")
+    parser.add_argument("--onnx", help="also export the merged model to this .onnx file "
+                        "(checked with onnxruntime on the first calibration batch)")
 
 
 def _calibration(spec) -> list:
@@ -267,6 +257,14 @@ def _run_merge(args: argparse.Namespace) -> int:
                             return_program=True, **config.parameters)
     seconds = time.perf_counter() - start
     path = save_atomic(lambda tmp: _save_state(merged.state_dict(), tmp), out, protect)
+    if args.onnx:
+        from graphmerge.export import export_onnx
+
+        if Path(args.onnx).resolve() in {p.resolve() for p in protect}:
+            raise InputError(f"refusing to write {args.onnx!r}: it is one of the input files")
+        if data is None:
+            raise InputError("--onnx needs example inputs: give the config a data section")
+        print(f"wrote {export_onnx(merged, next(iter(data)), args.onnx)}")
     solved = len(getattr(program, "assignments", {}) or {})
     free = len(program.free_groups())
     print(f"merged {len(models)} x {type(models[0]).__name__} with {config.method} "
@@ -296,6 +294,34 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def _add_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model factory: package.module:factory or file.py:factory")
+    parser.add_argument("--weights", help="weights: .safetensors, or a torch checkpoint")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--input-shape", help="example input shape, e.g. 1,3,32,32")
+    group.add_argument("--inputs", help="factory returning example inputs (Tensor/tuple/dict)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--static", action="store_true", help="fixed batch size")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from graphmerge.export import export_onnx
+
+    protect = _input_files(args)
+    if any(Path(args.out).resolve() == p.resolve() for p in protect):
+        raise InputError(f"refusing to write {args.out!r}: it is one of the input files")
+    model = build_model(args.model, args.weights)
+    inputs = build_inputs(args.input_shape, args.inputs)
+    path = export_onnx(model, inputs, args.out, dynamic_batch=not args.static)
+    print(f"wrote {path} (checked with onnxruntime"
+          f"{'' if args.static else ' at two batch sizes'})")
+    return 0
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "demo": Subcommand("train two small models on bundled digits data, merge them, compare",
                        _add_demo, _run_demo),
@@ -304,7 +330,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "merge": Subcommand("merge models as a YAML config says, write the merged weights",
                         _add_merge, _run_merge),
-    "export": Subcommand("export to ONNX (not implemented yet)", _add_pending, _pending("export")),
+    "export": Subcommand("export a model to ONNX, checked with onnxruntime", _add_export,
+                         _run_export),
 }
 
 

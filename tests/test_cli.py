@@ -346,8 +346,8 @@ def test_cli_usage_and_placeholders(capsys) -> None:
     assert "--input-shape" in capsys.readouterr().err
     assert main(["inspect", BUILD, "--input-shape", "1", "--inputs", INPUTS]) == 2
     capsys.readouterr()
-    assert main(["export", "a", "--b", "c"]) == 2
-    assert "not implemented yet; see issue" in capsys.readouterr().err
+    assert main(["export", BUILD, "--input-shape", "2,3,16,16"]) == 2  # --out is required
+    assert "--out" in capsys.readouterr().err
     assert main(["merge", "missing.yaml", "--out", "m.safetensors"]) == 2
     assert "config file 'missing.yaml' not found" in capsys.readouterr().err
 

@@ -121,3 +121,31 @@ def test_input_shape_data(tmp_path, weights):
     out = tmp_path / "m.safetensors"
     assert main(["merge", str(config), "--out", str(out), "--no-progress"]) == 0
     assert out.exists()
+
+
+def test_round_trip_inspect_merge_export(tmp_path, weights, capsys):
+    """inspect -> merge (YAML, with --onnx) -> export: the files load and run."""
+    import onnxruntime
+
+    a, b, tiny_cnn = weights
+    build = f"{EXAMPLES / 'tiny_cnn.py'}:build"
+    assert main(["inspect", build, "--input-shape", "2,3,16,16", "--graph",
+                 str(tmp_path / "groups")]) == 0
+    assert "stem:out" in capsys.readouterr().out
+    merged = tmp_path / "merged.safetensors"
+    onnx_path = tmp_path / "merged.onnx"
+    assert main(["merge", str(_config(tmp_path)), "--out", str(merged), "--onnx", str(onnx_path),
+                 "--no-progress"]) == 0
+    session = onnxruntime.InferenceSession(str(onnx_path))
+    x = torch.randn(3, 3, 16, 16)
+    model = tiny_cnn.build()
+    model.load_state_dict(load_file(merged))
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    torch.testing.assert_close(torch.as_tensor(out), model(x), rtol=1e-4, atol=1e-5)
+    again = tmp_path / "again.onnx"
+    assert main(["export", build, "--weights", str(merged), "--input-shape", "2,3,16,16",
+                 "--out", str(again)]) == 0
+    assert again.exists()
+    assert main(["export", build, "--weights", str(merged), "--input-shape", "2,3,16,16",
+                 "--out", str(merged)]) == 2  # never over an input
+    assert "input files" in capsys.readouterr().err
