@@ -154,6 +154,12 @@ def _run_inspect(args: argparse.Namespace) -> int:
     print(groups_table(analysis.groups))
     print(_params_line(analysis))
     print(_unruled_report(analysis.unruled))
+    if analysis.program is not None:
+        from graphmerge.passes.partial import stop_points
+
+        points = stop_points(analysis.program)
+        print(f"stop points for a partial merge (merge ... stop_at=NAME), {len(points)}: "
+              + ", ".join(points[:30]) + (" ..." if len(points) > 30 else ""))
     if picture is not None:
         print(f"graph: {picture}")
     return 0

@@ -18,6 +18,7 @@ from torch import nn
 from graphmerge.api import compile_program
 from graphmerge.errors import InputError
 from graphmerge.passes.collect_features import collect_features
+from graphmerge.passes.partial import build_partial, stop_points
 from graphmerge.passes.rewrite import rewrite
 from graphmerge.passes.solve_groups import solve_groups
 from graphmerge.trace import call_model
@@ -118,8 +119,8 @@ def _batches(data) -> list | object:
 def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alpha: float = 0.5,
           seed: int = 0, iters: int = 100, patience: int = 5, reset_bn: bool = True,
           zip_a: float | None = None, zip_b: float | None = None, example_inputs=None,
-          progress: bool = True,
-          strict: bool = False, return_program: bool = False):
+          progress: bool = True, strict: bool = False, stop_at: str | None = None,
+          combine: str = "tuple", return_program: bool = False):
     """Merge `models` (same architecture) into one new model of the first model's class.
 
     method: "mudsc" (matcher "zip" or "permute", alpha = weight-space share), "zipit",
@@ -129,6 +130,10 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
         copies) and of the merged model on `data`.
     zip_a, zip_b: the zip matcher's linkage and within-model budget factors; default MuDSC's
         a=0.5, b=1 for "mudsc", ZipIt's own a=0.3, b=0.125 for "zipit".
+    stop_at: a module name or a group name (see `stop_points`): merge only the layers up to and
+        including it and keep each model's own tail. The result is then a torch.fx GraphModule
+        returning the tuple of the models' outputs (combine="tuple") or their concatenation along
+        the last axis (combine="concat").
     Returns the merged module (and the `Program` when return_program=True).
     """
     timings: dict[str, float] = {}
@@ -180,4 +185,7 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
         reset_bn_stats(merged, data)
     timings["rewrite"] = time.perf_counter() - start
     program.timings.update(timings)
+    if stop_at is not None:
+        originals = [{k: v.detach() for k, v in m.state_dict().items()} for m in models]
+        merged = build_partial(program, merged.state_dict(), originals, stop_at, combine)
     return (merged, program) if return_program else merged

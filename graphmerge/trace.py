@@ -113,8 +113,21 @@ def _check_inputs(model: nn.Module, args: tuple, kwargs: dict) -> None:
         ) from exc
 
 
-def trace(model: nn.Module, example_inputs: Inputs) -> Traced:
-    """Export `model` in eval mode on `example_inputs`; the model is left as it was."""
+def _batch_dims(args: tuple, kwargs: dict):
+    def spec(v):
+        return {0: torch.export.Dim.AUTO} if isinstance(v, torch.Tensor) and v.dim() else None
+    if kwargs and args:
+        return None
+    if kwargs:
+        return {k: spec(v) for k, v in kwargs.items()}
+    return tuple(spec(a) for a in args)
+
+
+def trace(model: nn.Module, example_inputs: Inputs, dynamic_batch: bool = False) -> Traced:
+    """Export `model` in eval mode on `example_inputs`; the model is left as it was.
+
+    dynamic_batch: let axis 0 of the inputs stay symbolic (for modules built from the graph).
+    """
     if not isinstance(model, nn.Module):
         raise InputError(f"expected an nn.Module, got {type(model).__name__}")
     args, kwargs = normalize_inputs(example_inputs)
@@ -122,7 +135,8 @@ def trace(model: nn.Module, example_inputs: Inputs) -> Traced:
     with eval_mode(model):
         _check_inputs(model, args, kwargs)
         try:
-            program = torch.export.export(model, args, kwargs, strict=False)
+            dims = _batch_dims(args, kwargs) if dynamic_batch else None
+            program = torch.export.export(model, args, kwargs, dynamic_shapes=dims, strict=False)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TraceError(

@@ -131,7 +131,8 @@ def test_round_trip_inspect_merge_export(tmp_path, weights, capsys):
     build = f"{EXAMPLES / 'tiny_cnn.py'}:build"
     assert main(["inspect", build, "--input-shape", "2,3,16,16", "--graph",
                  str(tmp_path / "groups")]) == 0
-    assert "stem:out" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "stem:out" in shown and "stop points for a partial merge" in shown and "conv1" in shown
     merged = tmp_path / "merged.safetensors"
     onnx_path = tmp_path / "merged.onnx"
     assert main(["merge", str(_config(tmp_path)), "--out", str(merged), "--onnx", str(onnx_path),
