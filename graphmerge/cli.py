@@ -154,7 +154,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
     print(groups_table(analysis.groups))
     print(_params_line(analysis))
     print(_unruled_report(analysis.unruled))
-    if analysis.program is not None:
+    if getattr(analysis, "program", None) is not None:
         from graphmerge.passes.partial import stop_points
 
         points = stop_points(analysis.program)
