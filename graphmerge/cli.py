@@ -45,7 +45,17 @@ class Subcommand(NamedTuple):
 
 
 def build_model(spec: str, weights: str | None) -> nn.Module:
-    """Call the factory `spec` names, check it returns an nn.Module, load `weights` into it."""
+    """Call the factory `spec` names, check it returns an nn.Module, load `weights` into it.
+
+    `spec` may also be a Hugging Face `save_pretrained` folder (with config.json).
+    """
+    if Path(spec).is_dir():
+        from graphmerge.loading import load_pretrained
+
+        model = load_pretrained(spec)
+        if weights is not None:
+            load_weights(model, load_state_dict(weights), weights)
+        return model
     factory = load_factory(spec)
     try:
         model = factory()

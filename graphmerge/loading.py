@@ -31,6 +31,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "SAFETENSORS_SUFFIXES",
     "load_factory",
+    "load_pretrained",
     "load_state_dict",
     "load_weights",
     "parse_input_shape",
@@ -153,6 +154,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     naming the file when it is missing, unreadable, or not a mapping of names to tensors.
     """
     path = Path(path)
+    if path.is_dir():
+        return _load_pretrained_dir(path)
     if not path.is_file():
         what = "is not a file" if path.exists() else "not found"
         raise CheckpointError(f"weights file {str(path)!r} {what}")
@@ -168,6 +171,52 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"(expected one of {known})"
         )
     return _as_state_dict(data, path)
+
+
+_PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
+_PRETRAINED_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _load_pretrained_dir(path: Path) -> dict[str, Tensor]:
+    """Weights of a Hugging Face `save_pretrained` folder (single file or sharded), read safely."""
+    import json
+
+    for name in _PRETRAINED_FILES:
+        if (path / name).is_file():
+            return load_state_dict(path / name)
+    for name in _PRETRAINED_INDEXES:
+        index = path / name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: dict[str, Tensor] = {}
+            for shard in shards:
+                state.update(load_state_dict(path / shard))
+            return state
+    raise CheckpointError(f"folder {str(path)!r} holds no weights: expected one of "
+                          f"{', '.join(_PRETRAINED_FILES + _PRETRAINED_INDEXES)}")
+
+
+def load_pretrained(path: str | os.PathLike):
+    """A Hugging Face model from a local `save_pretrained` folder (needs transformers).
+
+    The class is the one the folder's config.json names (`architectures`); nothing is
+    downloaded (`local_files_only=True`) and pickled weights load with `weights_only=True`.
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{str(path)!r} is not a save_pretrained folder (no config.json)")
+    try:
+        import transformers
+    except ImportError as exc:
+        raise CheckpointError(f"loading {str(path)!r} needs the transformers package") from exc
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    names = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names else transformers.AutoModel
+    if cls is None:
+        raise CheckpointError(f"{str(path)!r}: transformers has no class {names[0]!r}")
+    model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+    load_weights(model, _load_pretrained_dir(path), str(path))
+    return model.eval()
 
 
 def _load_safetensors(path: Path) -> dict[str, Tensor]:
