@@ -55,6 +55,11 @@ def _trunk(program: Program, stop_at: str) -> set[fx.Node]:
         raise InputError(f"stop_at={stop_at!r} is neither a module nor a group of "
                          f"{type(program.model).__name__}; valid stop points: "
                          f"{', '.join(valid[:40])}{' ...' if len(valid) > 40 else ''}")
+    return _closure(seeds)
+
+
+def _closure(seeds) -> set[fx.Node]:
+    """The seeds and every computation they depend on, with the items of tuple results."""
     trunk, stack = set(), list(seeds)
     while stack:
         node = stack.pop()
@@ -106,10 +111,6 @@ class _Builder:
         return self._attrs[safe]
 
 
-def _signature(node: fx.Node):
-    return node.target if node.op == "call_function" else None
-
-
 def _correspond(static: fx.Graph, dynamic: fx.Graph) -> dict | None:
     """Dynamic-graph node -> static-graph node, by op and order of appearance (None: differ)."""
     def by_op(graph):
@@ -120,7 +121,6 @@ def _correspond(static: fx.Graph, dynamic: fx.Graph) -> dict | None:
                 out.setdefault(n.target, []).append(n)
         return out
     a, b = by_op(static), by_op(dynamic)
-    extra = {t for t in b if t not in a}
     if any(t not in b for t in a):
         return None
     mapping = {}
@@ -133,7 +133,6 @@ def _correspond(static: fx.Graph, dynamic: fx.Graph) -> dict | None:
                 return None
         for s_node, d_node in zip(nodes, others):
             mapping[d_node] = s_node
-    del extra
     return mapping
 
 
@@ -169,16 +168,7 @@ def build_partial(program: Program, merged_state: dict, states: list[dict], stop
         trunk = static_trunk
     else:
         traced, to_static = symbolic
-        seeds = [d for d, s_node in to_static.items() if s_node in static_trunk]
-        trunk, stack = set(), list(seeds)
-        while stack:
-            node = stack.pop()
-            if node in trunk or node.op != "call_function":
-                continue
-            trunk.add(node)
-            stack.extend(node.all_input_nodes)
-        for node in list(trunk):
-            trunk.update(u for u in node.users if u.target is operator.getitem)
+        trunk = _closure(d for d, s_node in to_static.items() if s_node in static_trunk)
     ep = traced.program
     graph = traced.graph
     kinds = traced.placeholders
