@@ -23,14 +23,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch
 
 _ROOT = Path(__file__).resolve().parents[1]
 _TESTS = str(_ROOT / "tests")
 if _TESTS not in sys.path:  # the zoo lives with the tests
     sys.path.insert(0, _TESTS)
 
-from benchmarks.merge_speed import bert_batches
+from benchmarks.merge_speed import bert_batches, blas_threads, limit_threads
 from benchmarks.trace_depth import build_model as build_bert
 from benchmarks.trace_depth import machine
 
@@ -102,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated (default: all zoo models and {BERT})")
     parser.add_argument("--repeats", type=int, default=3, help="runs per model; fastest shown")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: torch's own)")
+                        help="torch and BLAS (numpy/scipy) threads (default: their own)")
     args = parser.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     names = [m for m in args.models.split(",") if m]
     for m in names:
         if m not in known:
@@ -121,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"setting: gm.analyze on each zoo model's example inputs; {BERT} = "
           f"BertForSequenceClassification 12 layers, hidden 128, 4 heads, FFN 512, batch 8 x "
-          f"seq 32; best of {args.repeats}; load average {os.getloadavg()[0]:.1f}\n", flush=True)
+          f"seq 32; best of {args.repeats}; BLAS threads: {blas_threads()}; load average "
+          f"{os.getloadavg()[0]:.1f}\n", flush=True)
 
     build, example = known["mlp"]
     gm.analyze(build(), example())  # warm-up: lazy imports out of the first row

@@ -17,10 +17,13 @@ for the zoo models, 8 x seq 32 random token ids for BERT), with `reset_bn=True` 
 - floor: plain forward passes of the N models over the same calibration data under
   `torch.no_grad()` (best of 3), measured directly; total / floor is the overhead over that.
 - py peak: `tracemalloc` peak during a second merge (Python objects and numpy arrays; torch tensor
-  storage is not seen by tracemalloc). RSS delta: `resource.getrusage(RUSAGE_SELF).ru_maxrss`
-  after the merge minus before, in a fresh subprocess per case that first warms up on a tiny
-  model (everything: torch storages, numpy, Python). Memory runs are separate from the timed run,
-  so tracing does not slow the timings.
+  storage is not seen by tracemalloc). RSS delta: peak RSS after the merge minus before, in a
+  fresh subprocess per case that first warms up on a tiny model, with the peak reset to the
+  current RSS just before the merge (everything: torch storages, numpy, Python). The peak is
+  VmHWM from /proc/self/status, which is what `getrusage(RUSAGE_SELF).ru_maxrss` reports minus
+  the floor ru_maxrss inherits across exec from the spawning process (ru_maxrss where /proc is
+  missing; psutil is not installed). Memory runs are separate from the timed run, so tracing
+  does not slow the timings.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import gc
 import json
 import os
 import resource
@@ -76,6 +80,33 @@ BERT_VOCAB = 1000
 
 # ---------------------------------------------------------------------------------------------
 # cases
+
+
+_LIMITS = []
+
+
+def limit_threads(n: int) -> None:
+    """torch.set_num_threads(n), and n OpenBLAS/MKL threads for numpy and scipy (threadpoolctl,
+    when installed): on a busy machine BLAS threads spin-waiting for a core make the solver's
+    matrix products several times slower and the timings erratic."""
+    torch.set_num_threads(n)
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    import scipy.linalg  # noqa: F401  (load every BLAS before limiting: scipy has its own)
+
+    import graphmerge  # noqa: F401
+    _LIMITS.append(threadpoolctl.threadpool_limits(n))
+
+
+def blas_threads() -> str:
+    try:
+        import threadpoolctl
+    except ImportError:
+        return "unknown (no threadpoolctl)"
+    info = threadpoolctl.threadpool_info()
+    return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in info) or "none"
 
 
 def plain_init(model: torch.nn.Module) -> torch.nn.Module:
@@ -209,9 +240,33 @@ def warm_up(methods, args) -> None:
         do_merge(models, data, method, args)
 
 
-def _maxrss_bytes() -> int:
+def _peak_rss_bytes() -> tuple[int, str]:
+    """This process's peak RSS: VmHWM of /proc/self/status on Linux, else ru_maxrss.
+
+    Not ru_maxrss on Linux: getrusage(RUSAGE_SELF).ru_maxrss is max(VmHWM, the RSS of the
+    process image replaced by exec), so a child spawned by a big parent (this benchmark, after a
+    BERT merge) reports the parent's RSS as its floor, and the reset below cannot lower it.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "VmHWM"
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024  # Linux: KiB
+    return (rss if sys.platform == "darwin" else rss * 1024), "ru_maxrss"
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: `echo 5 > clear_refs`).
+    False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def memory_in_process(models, data, method: str, args) -> dict:
@@ -232,10 +287,13 @@ def child(spec: str, args) -> int:
     model = case.build()
     models = [model, perturbed(model)]
     data = case.data(args.batches)
-    before = _maxrss_bytes()
+    gc.collect()
+    reset = _reset_peak_rss()  # else the import's transient peak hides a small merge's
+    before, _ = _peak_rss_bytes()
     do_merge(models, data, method, args)
-    after = _maxrss_bytes()
-    out = {"rss_delta": after - before, "rss_peak": after}
+    after, source = _peak_rss_bytes()
+    out = {"rss_delta": after - before, "rss_peak": after, "rss_reset": reset,
+           "rss_source": source}
     out.update(memory_in_process(models, data, method, args))
     print("MEMORY " + json.dumps(out), flush=True)
     return 0
@@ -306,7 +364,10 @@ COLUMNS = ["model", "params", "free groups", "method", "trace s", "verify s", "c
 
 
 def _mib(row: dict, key: str) -> str:
-    return f"{row[key] / 2**20:.1f}" if key in row else "-"
+    if key not in row:
+        return "-"
+    mark = "*" if key == "rss_delta" and not row.get("rss_reset", True) else ""
+    return f"{row[key] / 2**20:.1f}{mark}"
 
 
 def table(rows: list[dict]) -> str:
@@ -317,7 +378,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['model']} | {params} | {r['groups']} | {r['method']} | {r['trace']:.3f} "
             f"| {r['verify']:.3f} | {r['collect']:.3f} | {r['solve']:.3f} | {r['rewrite']:.3f} "
-            f"| {r['total']:.3f} | {r['floor']:.4f} | {r['total'] / r['floor']:.1f} "
+            f"| {r['total']:.3f} | {r['floor']:.3g} | {r['total'] / r['floor']:.1f} "
             f"| {_mib(r, 'py_peak')} | {_mib(r, 'rss_delta')} |"
         )
     return "\n".join(lines)
@@ -338,14 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=8, help="calibration batches")
     parser.add_argument("--memory", choices=("subprocess", "inprocess", "off"),
                         default="subprocess",
-                        help="subprocess: tracemalloc + ru_maxrss delta in a fresh process per "
+                        help="subprocess: tracemalloc + peak-RSS delta in a fresh process per "
                              "case; inprocess: tracemalloc only; off: timings only")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: torch's own)")
+                        help="torch and BLAS (numpy/scipy) threads (default: their own)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        limit_threads(args.threads)
     if args.quick and args.iters is None:
         args.iters = QUICK_ITERS
     if args.child:
@@ -372,13 +433,20 @@ def main(argv: list[str] | None = None) -> int:
     patience = args.patience if args.patience is not None else "gm.merge default (5)"
     print(f"setting: 2 models (model + copy with 0.1 * randn on every parameter), "
           f"{args.batches} calibration batches, reset_bn=True, iters {iters}, "
-          f"patience {patience}; load average {os.getloadavg()[0]:.1f}")
+          f"patience {patience}; BLAS threads: {blas_threads()}; load average "
+          f"{os.getloadavg()[0]:.1f}")
     for m in models:
         print(f"- {m}: {known[m].describe}")
     if args.memory == "subprocess":
         print("memory: py peak = tracemalloc peak (Python objects + numpy arrays, not torch "
-              "storages) in a second merge; RSS delta = ru_maxrss after - before the merge, in a "
-              "fresh subprocess per case after a warm-up merge of a tiny MLP (all memory)")
+              "storages) in a second merge; RSS delta = peak RSS after the merge - peak RSS "
+              "just before it, in a fresh subprocess per case (after a warm-up merge of a tiny "
+              "MLP), with the peak reset to the current RSS just before the merge (Linux "
+              "/proc/self/clear_refs = 5). Peak RSS is VmHWM from /proc/self/status, i.e. "
+              "getrusage(RUSAGE_SELF).ru_maxrss without the floor that ru_maxrss inherits "
+              "across exec from the spawning (big) parent; ru_maxrss where /proc is missing. "
+              "It counts all memory (torch, numpy, Python); * marks a case where the reset "
+              "failed. psutil is not used (not installed).")
     elif args.memory == "inprocess":
         print("memory: py peak = tracemalloc peak in a second merge in this process "
               "(Python objects + numpy arrays, not torch storages); RSS not measured")

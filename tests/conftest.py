@@ -22,5 +22,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # cores do not oversubscribe them (OpenMP spin-waits made small merges 50x slower).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)  # numpy/scipy's OpenBLAS threads too
