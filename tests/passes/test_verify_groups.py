@@ -66,3 +66,15 @@ def test_wrong_rule_strict_raises(wrong_cumsum_rule):
     net, x = CumsumNet().eval(), torch.randn(4, 6)
     with pytest.raises(gm.VerifyError, match="fc1:out"):
         gm.permutation_groups(net, x, strict=True)
+
+
+@pytest.mark.parametrize("name", __import__("zoo").ZOO)
+def test_correct_rules_lose_nothing_to_the_self_check(name):
+    from zoo import ZOO
+
+    entry = ZOO[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a self-check failure would warn
+        groups = gm.permutation_groups(entry.build().eval(), entry.example())
+    assert not [g.name for g in groups if (g.reason or "").startswith("failed self-check")]
+    assert all(g.verified for g in groups if not g.frozen and g.size > 1)
