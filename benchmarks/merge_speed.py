@@ -48,6 +48,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from graphmerge.tasks import random_batches
+
 _ROOT = Path(__file__).resolve().parents[1]
 _TESTS = str(_ROOT / "tests")
 if _TESTS not in sys.path:  # the zoo lives with the tests
@@ -122,23 +124,7 @@ def plain_init(model: torch.nn.Module) -> torch.nn.Module:
 
 def calibration(example, batches: int = 8, size: int = 32, seed: int = 100) -> list:
     """Random batches shaped like `example` (as tests/test_merge.py's `calibration`)."""
-    out = []
-    for s in range(batches):
-        gen = torch.Generator().manual_seed(seed + s)
-
-        def make(t, gen=gen):
-            shape = (size, *t.shape[1:])
-            if t.is_floating_point():
-                return torch.randn(shape, generator=gen)
-            return torch.randint(0, int(t.max()) + 1, shape, generator=gen)
-
-        if isinstance(example, torch.Tensor):
-            out.append(make(example))
-        elif isinstance(example, dict):
-            out.append({k: make(v) for k, v in example.items()})
-        else:
-            out.append(tuple(make(v) for v in example))
-    return out
+    return random_batches(example, batches, size, seed)
 
 
 def bert_batches(batches: int, batch: int = 8, seq: int = 32, seed: int = 100) -> list:

@@ -228,18 +228,10 @@ def _calibration(spec) -> list:
             raise InputError(f"{spec.factory}() must return an iterable of batches, got "
                              f"{type(data).__name__}")
         return data
+    from graphmerge.tasks import random_batches
+
     first = parse_input_shape(spec.input_shape)
-    gen = torch.Generator().manual_seed(1)
-
-    def fresh(t):
-        if t.is_floating_point():
-            return torch.randn(t.shape, generator=gen)
-        return torch.randint(0, int(t.max()) + 1, t.shape, generator=gen)
-
-    out = [first]
-    for _ in range(spec.batches - 1):
-        out.append(tuple(fresh(t) for t in first) if isinstance(first, tuple) else fresh(first))
-    return out
+    return [first, *random_batches(first, spec.batches - 1, seed=1)]
 
 
 def _save_state(state: dict, path: Path) -> None:

@@ -161,3 +161,28 @@ def calibration_batches(data: TaskData, batch: int = 128, limit: int | None = No
     """Training inputs of both tasks (spec §5.12: the union), in batches."""
     x = data.x_train if limit is None else data.x_train[:limit]
     return list(x.split(batch))
+
+
+def random_batches(example, batches: int = 4, size: int | None = None, seed: int = 100) -> list:
+    """Random batches shaped like `example` (a Tensor, tuple or dict of Tensors).
+
+    Floating tensors are standard normal; integer tensors (token ids) stay within the example's
+    range. `size` replaces the batch axis (default: the example's).
+    """
+    out = []
+    for s in range(batches):
+        gen = torch.Generator().manual_seed(seed + s)
+
+        def make(t, gen=gen):
+            shape = ((size if size is not None else t.shape[0]), *t.shape[1:]) if t.dim() else ()
+            if t.is_floating_point():
+                return torch.randn(shape, generator=gen)
+            return torch.randint(0, int(t.max()) + 1, shape, generator=gen, dtype=t.dtype)
+
+        if isinstance(example, torch.Tensor):
+            out.append(make(example))
+        elif isinstance(example, dict):
+            out.append({k: make(v) for k, v in example.items()})
+        else:
+            out.append(tuple(make(v) for v in example))
+    return out

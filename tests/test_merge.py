@@ -4,10 +4,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from zoo import ZOO, call
 
 import graphmerge as gm
 from graphmerge.passes.matchers.similarity import correlation_from_moments
-from zoo import ZOO, call
+from graphmerge.tasks import random_batches
 
 METHODS = [
     ("mudsc", {}),
@@ -20,23 +21,7 @@ METHODS = [
 
 def calibration(example, batches: int = 4, size: int = 32, seed: int = 100) -> list:
     """Random batches shaped like `example` (token ids stay in the example's range)."""
-    out = []
-    for s in range(batches):
-        gen = torch.Generator().manual_seed(seed + s)
-
-        def make(t):
-            shape = (size, *t.shape[1:])
-            if t.is_floating_point():
-                return torch.randn(shape, generator=gen)
-            return torch.randint(0, int(t.max()) + 1, shape, generator=gen)
-
-        if isinstance(example, torch.Tensor):
-            out.append(make(example))
-        elif isinstance(example, dict):
-            out.append({k: make(v) for k, v in example.items()})
-        else:
-            out.append(tuple(make(v) for v in example))
-    return out
+    return random_batches(example, batches, size, seed)
 
 
 def _plain_init(model):
