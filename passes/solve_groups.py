@@ -155,6 +155,8 @@ class _Weights:
             self.axes_of.setdefault(param, []).append(axis)
         self.roles = {(m.param, m.axis): m.role for g in program.groups for m in g.members}
         self._positions: dict = {}
+        self._deps: dict[str, tuple[str, ...]] = {}
+        self._correlations: dict = {}  # name -> (key, matrix, the assignments it was made from)
 
     def positions(self, key, name: str) -> np.ndarray:
         """(repeat, units) positions of group `name`'s units on axis `key`."""
@@ -198,9 +200,32 @@ class _Weights:
             parts.append(sel.reshape(n_units, -1).numpy())
         return np.concatenate(parts, axis=1) if parts else np.zeros((n_units, 1))
 
+    def depends_on(self, name: str) -> tuple[str, ...]:
+        """Groups whose assignments enter `name`'s weight vectors (on any axis of its members)."""
+        if name not in self._deps:
+            by_space = {gs.space: n for n, gs in self.program.spaces.items()}
+            deps: set[str] = set()
+            for m in self.program.group(name).members:
+                for a in self.axes_of.get(m.param, []):
+                    lay = self.program.axis_layouts[(m.param, a)]
+                    deps.update(by_space[s] for s in self.program.store.leaves(lay)
+                                if s in by_space)
+            deps.discard(name)
+            self._deps[name] = tuple(sorted(deps))
+        return self._deps[name]
+
     def correlation(self, name: str, assignments: dict) -> np.ndarray:
+        """Pearson correlation of the stacked weight vectors; recomputed only when one of the
+        assignments it depends on changed (an unchanged one keeps its unmerge tuple object)."""
+        used = [getattr(assignments.get(d), "unmerge", None) for d in self.depends_on(name)]
+        key = tuple(id(u) for u in used)
+        cached = self._correlations.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         vecs = [self.vectors(name, assignments, i) for i in range(len(self.states))]
-        return weight_correlation(np.concatenate(vecs, axis=0))
+        corr = weight_correlation(np.concatenate(vecs, axis=0))
+        self._correlations[name] = (key, corr, used)  # `used` keeps the ids from being reused
+        return corr
 
 
 # -- matching -------------------------------------------------------------------------------------
@@ -208,6 +233,17 @@ def _identity(program: Program, name: str, n_models: int) -> Assignment:
     gs = program.spaces[name]
     n = group_units(program.store, gs.space, gs.parents)
     return Assignment(tuple(np.eye(n) for _ in range(n_models)))
+
+
+def _keep_unchanged(current: dict, result: dict) -> dict:
+    """The new assignments, reusing the current object where nothing changed (cache keys)."""
+    out = {}
+    for name, new in result.items():
+        old = current.get(name)
+        same = old is not None and old.zip == new.zip and all(
+            np.array_equal(a, b) for a, b in zip(old.unmerge, new.unmerge))
+        out[name] = Assignment(old.unmerge, new.score, old.zip) if same else new
+    return out
 
 
 def _heads_assignment(child: Match, heads: int) -> tuple:
@@ -277,7 +313,7 @@ def mudsc(program: Program, states: list[dict], alpha: float, matcher: str, seed
                 cw = weights.correlation(n, assign)
                 sims[n] = alpha * cw + (1 - alpha) * act[n] if n in act else cw
             result = _match_unit(program, unit, sims, matcher, n_models, options)
-            assign.update(result)
+            assign.update(_keep_unchanged(assign, result))
             scores.append(result[unit.root].score)
         score = float(np.mean(scores))
         if score <= best_score:
