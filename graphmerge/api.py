@@ -20,7 +20,7 @@ from graphmerge.passes.infer_groups import infer_groups
 from graphmerge.passes.verify_groups import verify_groups
 from graphmerge.permute import permute_state_dict, random_permutations
 from graphmerge.program import Pass, Program, run_passes
-from graphmerge.records import PermutationGroup
+from graphmerge.records import PermutationGroup, hidden_unit_share
 from graphmerge.trace import Inputs, trace
 
 __all__ = ["PIPELINE", "Analysis", "analyze", "compile_program", "permutation_groups", "shuffle"]
@@ -63,9 +63,9 @@ class Analysis:
 
     @property
     def permutable_share(self) -> float:
-        """Share of hidden units (over groups of size > 1) that may be permuted."""
-        total = sum(g.units for g in self.groups if g.size > 1)
-        free = sum(g.units for g in self.groups if g.size > 1 and not g.frozen)
+        """Share of hidden units (groups of > 1 unit that are not the model's inputs or
+        outputs) that may be permuted."""
+        free, total = hidden_unit_share(self.groups)
         return free / total if total else 0.0
 
 

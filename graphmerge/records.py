@@ -104,6 +104,12 @@ class PermutationGroup:
         """Total units counting every independent copy (size x heads)."""
         return self.size * self.structure.heads
 
+    @property
+    def hidden(self) -> bool:
+        """More than one unit and not the model's own input or output axis."""
+        reason = self.reason or ""
+        return self.size > 1 and not reason.startswith(("model input", "model output"))
+
     def params(self) -> set[tuple[str, int]]:
         """The (parameter name, axis) pairs of its members."""
         return {(m.param, m.axis) for m in self.members}
@@ -111,3 +117,10 @@ class PermutationGroup:
     def __str__(self) -> str:
         state = f"frozen ({self.reason})" if self.frozen else "free"
         return f"{self.name} size={self.size} {state} structure={self.structure} members={len(self.members)}"
+
+
+def hidden_unit_share(groups) -> tuple[int, int]:
+    """(permutable units, all hidden units): groups of more than one unit that are not the
+    model's input or output axes; units count every head."""
+    hidden = [g for g in groups if g.hidden]
+    return sum(g.units for g in hidden if not g.frozen), sum(g.units for g in hidden)

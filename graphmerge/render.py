@@ -24,7 +24,7 @@ from typing import Any
 import networkx as nx
 
 from graphmerge.loading import save_atomic
-from graphmerge.records import PermutationGroup
+from graphmerge.records import PermutationGroup, hidden_unit_share
 
 __all__ = [
     "graph_dot",
@@ -75,16 +75,16 @@ def _clip(text: str, width: int = _MAX_CELL) -> str:
 
 
 def permutable_share(groups: Sequence[PermutationGroup]) -> tuple[int, int]:
-    """(free units, all units) over groups with more than one unit; units count every head."""
-    multi = [g for g in groups if g.size > 1]
-    return sum(g.units for g in multi if not g.frozen), sum(g.units for g in multi)
+    """(free units, all hidden units): groups of more than one unit that are not the model's
+    input or output axes; units count every head."""
+    return hidden_unit_share(groups)
 
 
 def summary_line(groups: Sequence[PermutationGroup]) -> str:
     """One line: the permutable share of hidden units as a percentage, with the counts."""
     free, total = permutable_share(groups)
-    n_free = sum(1 for g in groups if not g.frozen and g.size > 1)
-    n_all = sum(1 for g in groups if g.size > 1)
+    n_free = sum(1 for g in groups if not g.frozen and g.hidden)
+    n_all = sum(1 for g in groups if g.hidden)
     share = f"{100.0 * free / total:.1f}%" if total else "n/a"
     return (
         f"permutable share of hidden units: {share} "

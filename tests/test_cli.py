@@ -133,9 +133,9 @@ def test_table_has_a_row_per_group_and_the_summary() -> None:
     # columns line up: every row has "size" in the same column
     col = lines[0].index("size")
     assert all(line[col - 2 : col] == "  " for line in lines[2 : 2 + len(groups)])
-    # free: 16 + 4 + 8*4 + 6 = 58 units; all (size > 1): 58 + 3 + 10 = 71
-    assert permutable_share(groups) == (58, 71)
-    assert "permutable share of hidden units: 81.7% (58 of 71 units; 4 of 6 groups free)" in text
+    # free: 16 + 4 + 8*4 + 6 = 58 units; the model's input (3) and output (10) are not hidden
+    assert permutable_share(groups) == (58, 58)
+    assert "permutable share of hidden units: 100.0% (58 of 58 units; 4 of 4 groups free)" in text
 
 
 def test_table_without_groups() -> None:
@@ -158,7 +158,7 @@ def test_json_has_everything() -> None:
     assert q["members"][0] == {"param": "attn.q.weight", "axis": 0, "role": "out", "repeat": 1}
     stem = next(g for g in doc["groups"] if g["name"] == "stem:out")
     assert stem["capture"]["module"] == "conv1" and stem["verified"] is True
-    assert doc["summary"]["permutable_units"] == 58 and doc["summary"]["total_units"] == 71
+    assert doc["summary"]["permutable_units"] == 58 and doc["summary"]["total_units"] == 58
     assert doc["summary"]["param_count_permuted"] == 900
     assert doc["seconds"] == {"trace": 0.5, "infer": 0.25, "verify": 0.125}
     assert doc["unruled"][0] == {"op": "aten.cumsum", "source": "model.py:41", "count": 2}
