@@ -18,8 +18,15 @@ import numpy as np
 import torch
 
 import graphmerge as gm
-from graphmerge.tasks import (CNNEmbed, MLPEmbed, calibration_batches, digits_split,
-                              ensemble_evaluate, evaluate, train)
+from graphmerge.tasks import (
+    CNNEmbed,
+    MLPEmbed,
+    calibration_batches,
+    digits_split,
+    ensemble_evaluate,
+    evaluate,
+    train,
+)
 
 METHODS = [
     ("average", "average", {}),
