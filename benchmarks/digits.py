@@ -19,6 +19,7 @@ import torch
 
 import graphmerge as gm
 from graphmerge.tasks import (
+    COMPARED,
     CNNEmbed,
     MLPEmbed,
     calibration_batches,
@@ -28,15 +29,7 @@ from graphmerge.tasks import (
     train,
 )
 
-METHODS = [
-    ("average", "average", {}),
-    ("Git Re-Basin (weight matching)", "weight_matching", {}),
-    ("activation matching", "activation_matching", {}),
-    ("MuDSC permute", "mudsc", {"matcher": "permute"}),
-    ("ZipIt", "zipit", {}),
-    ("weight-only zip (MuDSC α=1)", "mudsc", {"alpha": 1.0}),
-    ("MuDSC zip", "mudsc", {}),
-]
+METHODS = list(COMPARED.values())
 ARCHS = {"mlp": (MLPEmbed, False), "cnn": (CNNEmbed, True)}
 
 

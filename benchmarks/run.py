@@ -36,6 +36,7 @@ import torch
 
 import graphmerge as gm
 from graphmerge.tasks import (
+    COMPARED,
     TaskData,
     calibration_batches,
     digits_split,
@@ -48,16 +49,7 @@ from .models import ARCHS, build, model_kwargs
 
 ROOT = Path(__file__).resolve().parent
 
-# key -> (label, gm.merge method, options)
-METHODS: dict[str, tuple[str, str, dict]] = {
-    "average": ("average", "average", {}),
-    "weight_matching": ("Git Re-Basin (weight matching)", "weight_matching", {}),
-    "activation_matching": ("activation matching", "activation_matching", {}),
-    "mudsc_permute": ("MuDSC permute", "mudsc", {"matcher": "permute"}),
-    "zipit": ("ZipIt", "zipit", {}),
-    "weight_zip": ("weight-only zip (MuDSC α=1)", "mudsc", {"alpha": 1.0}),
-    "mudsc_zip": ("MuDSC zip", "mudsc", {}),
-}
+METHODS = COMPARED  # key -> (label, gm.merge method, options)
 ALPHAS = [round(0.1 * i, 1) for i in range(11)]
 STAGES = ["reset_bn", "collect_features", "solve_groups", "rewrite"]
 

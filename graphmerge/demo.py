@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from graphmerge.tasks import (
+    COMPARED,
     CNNEmbed,
     MLPEmbed,
     calibration_batches,
@@ -23,13 +24,8 @@ from graphmerge.tasks import (
 
 __all__ = ["run_demo"]
 
-_METHODS = [
-    ("average", "average", {}),
-    ("Git Re-Basin", "weight_matching", {}),
-    ("ZipIt", "zipit", {}),
-    ("MuDSC (permute)", "mudsc", {"matcher": "permute"}),
-    ("MuDSC (zip)", "mudsc", {}),
-]
+_METHODS = [COMPARED[k] for k in ("average", "weight_matching", "zipit", "mudsc_permute",
+                                  "mudsc_zip")]
 
 
 def run_demo(arch: str = "cnn", out: str | Path = ".", seed: int = 0, epochs: int = 20,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "COMPARED",
     "CNNEmbed",
     "ClassHead",
     "MLPEmbed",
@@ -31,6 +32,17 @@ __all__ = [
     "evaluate",
     "train",
 ]
+
+# The methods the demo and the benchmarks compare: key -> (label, gm.merge method, options).
+COMPARED: dict[str, tuple[str, str, dict]] = {
+    "average": ("average", "average", {}),
+    "weight_matching": ("Git Re-Basin (weight matching)", "weight_matching", {}),
+    "activation_matching": ("activation matching", "activation_matching", {}),
+    "mudsc_permute": ("MuDSC permute", "mudsc", {"matcher": "permute"}),
+    "zipit": ("ZipIt", "zipit", {}),
+    "weight_zip": ("weight-only zip (MuDSC α=1)", "mudsc", {"alpha": 1.0}),
+    "mudsc_zip": ("MuDSC zip", "mudsc", {}),
+}
 
 
 @dataclass(frozen=True)
