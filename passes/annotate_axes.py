@@ -11,232 +11,24 @@ An op without a rule freezes every space it touches and is reported with its sou
 """
 from __future__ import annotations
 
-import operator
-import re
 from collections import Counter
-from dataclasses import dataclass
 
-import torch
 from torch import fx
 
-from graphmerge.layout import UNIT, Alt, Blk, Layout, SpaceStore
-from graphmerge.program import AXES, PARAM_AXES, AxesMeta, Program, Site
+from graphmerge.layout import UNIT, SpaceStore
+from graphmerge.program import AXES, PARAM_AXES, AxesMeta, Program
+from graphmerge.rule_context import (
+    NoLayout,
+    RuleContext,
+    is_tensor,
+    node_values,
+    op_name,
+    qualified_name,
+    source_location,
+)
 from graphmerge.rules import rule_for
 
-__all__ = ["annotate_axes", "module_path", "source_location"]
-
-_PASSTHROUGH = {"permute", "transpose", "unsqueeze", "squeeze", "contiguous", "clone", "alias",
-                "_to_copy", "to", "detach", "expand", "t", "view", "reshape", "_unsafe_view",
-                "dropout", "lift_fresh_copy", "type_as", "flatten", "unflatten"}
-
-
-def source_location(node: fx.Node) -> str:
-    """`file.py:41` of the user's line that created the node, or the node's name."""
-    trace = node.meta.get("stack_trace") or ""
-    found = re.findall(r'File "([^"]+)", line (\d+)', trace)
-    if found:
-        path, line = found[-1]
-        return f"{path.rsplit('/', 1)[-1]}:{line}"
-    return node.name
-
-
-def module_path(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return ""
-    path = list(stack.values())[-1][0]
-    return re.sub(r"^L__self___|^L\['self'\]\.", "", str(path))
-
-
-def _op_name(target) -> str:
-    if target is operator.getitem:
-        return "getitem"
-    name = getattr(target, "__name__", str(target))
-    return name.split(".")[0]
-
-
-def _qualified(target) -> str:
-    """`aten.cumsum`, `transformers.grouped_mm_fallback`: the op with its namespace."""
-    ns = getattr(target, "namespace", None) or "aten"
-    return f"{ns}.{_op_name(target)}"
-
-
-def _vals(node) -> list:
-    val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    if isinstance(val, (list, tuple)):
-        return list(val)
-    return [val]
-
-
-def _is_tensor(v) -> bool:
-    return isinstance(v, torch.Tensor)
-
-
-@dataclass
-class RuleContext:
-    """What a rule sees: its node, normalized arguments, and the analysis state."""
-
-    program: Program
-    node: fx.Node
-    args: list
-    names: list[str]
-    structural: bool
-
-    @property
-    def store(self) -> SpaceStore:
-        return self.program.store
-
-    # arguments ------------------------------------------------------------------------------
-    def kwarg_or_arg(self, name: str, pos: int):
-        if name in self.names:
-            return self.args[self.names.index(name)]
-        return self.args[pos] if pos < len(self.args) else None
-
-    def arg_or(self, pos: int, default):
-        v = self.args[pos] if pos < len(self.args) else None
-        return default if v is None else v
-
-    def is_tensor(self, i: int) -> bool:
-        a = self.args[i] if i < len(self.args) else None
-        return isinstance(a, fx.Node) and _is_tensor(a.meta.get("val"))
-
-    def axes_of(self, node) -> tuple:
-        meta = node.meta.get(AXES)
-        if meta is None or meta.dims is None:
-            raise _NoLayout(node.name)
-        return meta.dims if self.structural else self.collapse(meta.dims)
-
-    def axes(self, i: int) -> tuple:
-        return self.axes_of(self.args[i])
-
-    def shape_of(self, node) -> tuple:
-        return tuple(node.meta["val"].shape)
-
-    def shape(self, i: int) -> tuple:
-        return self.shape_of(self.args[i])
-
-    def out_shapes(self) -> list[tuple]:
-        return [tuple(v.shape) if _is_tensor(v) else () for v in _vals(self.node)]
-
-    def out_shape(self) -> tuple:
-        return self.out_shapes()[0]
-
-    def item(self, idx: int):
-        meta = self.args[0].meta.get(AXES)
-        if meta is None or meta.items is None:
-            raise _NoLayout(self.args[0].name)
-        return meta.items[idx]
-
-    # constraints ----------------------------------------------------------------------------
-    def op_name(self) -> str:
-        return _op_name(self.node.target)
-
-    def where(self) -> str:
-        return f"{self.node.name} at {source_location(self.node)}"
-
-    def new(self, size: int, hint: str = "", frozen: str | None = None) -> Layout:
-        return self.store.new(size, hint, frozen)
-
-    def unify(self, a: Layout, b: Layout, why: str) -> None:
-        self.store.unify(a, b, f"{why} ({self.where()})")
-
-    def freeze(self, lay: Layout, reason: str) -> None:
-        self.store.freeze(lay, reason)
-
-    def freeze_all(self, lays, reason: str) -> None:
-        for lay in lays:
-            self.store.freeze(lay, reason)
-
-    def collapse(self, lays: tuple) -> tuple:
-        """Resolve stacked layouts conservatively: alternatives unify, the block axis is pinned."""
-        out = []
-        for lay in lays:
-            if isinstance(lay, Alt):
-                for other in lay.options[1:]:
-                    self.store.unify(lay.options[0], other, f"stacked tensor used whole "
-                                                          f"({self.where()})")
-                lay = lay.options[0]
-            elif isinstance(lay, Blk):
-                lay = self.store.new(lay.size, "stack", frozen=f"stack index ({self.where()})")
-            out.append(lay)
-        return tuple(out)
-
-    def contract(self, ia: int, da: int, ib: int, db: int) -> None:
-        """Axis `da` of arg `ia` is summed against axis `db` of arg `ib`."""
-        a, b = self.axes(ia), self.axes(ib)
-        self.unify(a[da], b[db], f"{self.op_name()} contraction")
-        self.contract_node(self.args[ia], ia, da)
-        self.contract_node(self.args[ib], ib, db)
-
-    def contract_node(self, node: fx.Node, argpos: int, dim: int) -> None:
-        lays = self.axes_of(node)
-        dim = dim + len(lays) if dim < 0 else dim
-        prov = node.meta.get(PARAM_AXES)
-        if prov is not None and prov[dim] is not None:
-            self.program.param_roles.setdefault(prov[dim], set()).add("in")
-            return
-        self.program.sites.append(Site(self.node.name, argpos, dim, lays[dim],
-                                       module_path(self.node), "consumer-input"))
-
-    def block_dims(self) -> list[int]:
-        """Output axes of this reshape that are only ever indexed by constants downstream."""
-        out = []
-        for d, size in enumerate(self.out_shape()):
-            if size > 1 and _only_indexed(self.node, d):
-                out.append(d)
-        return out
-
-
-class _NoLayout(Exception):
-    pass
-
-
-def _follow(user: fx.Node, node: fx.Node, d: int):
-    """Where axis d of `node` lands in `user`'s output, 'ok' if indexed there, None if lost."""
-    name = _op_name(user.target)
-    args = user.args
-    if name in ("select", "unbind"):
-        dim = args[1] if len(args) > 1 else user.kwargs.get("dim", 0)
-        rank = len(node.meta["val"].shape)
-        return "ok" if (dim + rank if dim < 0 else dim) == d else None
-    if name not in _PASSTHROUGH:
-        return None
-    in_shape = tuple(node.meta["val"].shape)
-    out_shape = tuple(user.meta["val"].shape) if _is_tensor(user.meta.get("val")) else None
-    if out_shape is None:
-        return None
-    if name == "permute":
-        perm = [p + len(in_shape) if p < 0 else p for p in args[1]]
-        return perm.index(d)
-    if name == "transpose":
-        a, b = (x + len(in_shape) if x < 0 else x for x in args[1:3])
-        return b if d == a else a if d == b else d
-    if name in ("unsqueeze", "squeeze", "view", "reshape", "_unsafe_view", "flatten", "unflatten",
-                "expand"):
-        # the axis survives if the sizes before it keep their product and it keeps its size
-        before = 1
-        for s in in_shape[:d]:
-            before *= s
-        acc = 1
-        for i, s in enumerate(out_shape):
-            if acc == before and s == in_shape[d]:
-                return i
-            acc *= s
-        return None
-    return d
-
-
-def _only_indexed(node: fx.Node, d: int, depth: int = 0) -> bool:
-    if depth > 12 or not node.users:
-        return False
-    for user in node.users:
-        nxt = _follow(user, node, d)
-        if nxt == "ok":
-            continue
-        if nxt is None or not _only_indexed(user, nxt, depth + 1):
-            return False
-    return True
-
+__all__ = ["annotate_axes"]
 
 def _normalized_args(node: fx.Node) -> tuple[list, list[str]]:
     schema = getattr(node.target, "_schema", None)
@@ -258,11 +50,11 @@ def _fresh(store: SpaceStore, shape, hint: str, frozen: str | None) -> tuple:
 
 
 def _input_layouts(store: SpaceStore, node: fx.Node, hint: str, frozen: str | None) -> AxesMeta:
-    vals = _vals(node)
+    vals = node_values(node)
     if len(vals) == 1 and not isinstance(node.meta.get("val"), (list, tuple)):
         v = vals[0]
-        return AxesMeta(_fresh(store, v.shape, hint, frozen) if _is_tensor(v) else None, None)
-    return AxesMeta(None, tuple(_fresh(store, v.shape, hint, frozen) if _is_tensor(v) else None
+        return AxesMeta(_fresh(store, v.shape, hint, frozen) if is_tensor(v) else None, None)
+    return AxesMeta(None, tuple(_fresh(store, v.shape, hint, frozen) if is_tensor(v) else None
                                 for v in vals))
 
 
@@ -295,12 +87,12 @@ def _to_meta(result, node: fx.Node) -> AxesMeta:
 
 
 def _check_shapes(store: SpaceStore, meta: AxesMeta, node: fx.Node) -> bool:
-    vals = _vals(node)
+    vals = node_values(node)
     outs = [meta.dims] if meta.dims is not None else list(meta.items or ())
     if len(outs) != len(vals):
         return False
     for lays, v in zip(outs, vals):
-        if not _is_tensor(v):
+        if not is_tensor(v):
             continue
         if lays is None or len(lays) != v.dim():
             return False
@@ -398,8 +190,8 @@ def _inline_subgraph(program: Program, node: fx.Node) -> bool:
 def _live_nodes(graph: fx.Graph) -> set[fx.Node]:
     """Nodes the outputs depend on, plus side effects (in-place ops, asserts) and their inputs."""
     roots = [n for n in graph.nodes if n.op == "output" or (
-        n.op == "call_function" and (_op_name(n.target).endswith("_")
-                                     and not _op_name(n.target).startswith("__")))]
+        n.op == "call_function" and (op_name(n.target).endswith("_")
+                                     and not op_name(n.target).startswith("__")))]
     live, stack = set(), list(roots)
     while stack:
         node = stack.pop()
@@ -423,7 +215,7 @@ def _annotate_call(program: Program, node: fx.Node) -> None:
     if _inline_subgraph(program, node):
         return
     rule = rule_for(node.target)
-    qual = _qualified(node.target)
+    qual = qualified_name(node.target)
     where = source_location(node)
     if rule is None:
         program.unruled[(qual, where)] += 1
@@ -433,14 +225,14 @@ def _annotate_call(program: Program, node: fx.Node) -> None:
     cx = RuleContext(program, node, args, names, rule.structural)
     try:
         result = rule.fn(cx)
-    except _NoLayout:
+    except NoLayout:
         result = None
     except Exception as exc:  # a rule that cannot handle these arguments fails safe
         program.unruled[(f"{qual} ({type(exc).__name__} in rule)", where)] += 1
         _freeze_unknown(program, node, f"rule for {qual} failed at {where}: {exc}")
         return
     if result is None:
-        if not any(_is_tensor(v) for v in _vals(node)):
+        if not any(is_tensor(v) for v in node_values(node)):
             node.meta[AXES] = AxesMeta(None, None)
             return
         program.unruled[(qual, where)] += 1
