@@ -23,7 +23,7 @@ from graphmerge.passes.rewrite import rewrite
 from graphmerge.passes.solve_groups import solve_groups
 from graphmerge.trace import call_model
 
-__all__ = ["MATCHER_NAMES", "METHODS", "check_models", "merge", "reset_bn_stats"]
+__all__ = ["MATCHER_NAMES", "METHODS", "check_models", "merge", "reset_bn_stats", "stop_points"]
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
     states = [{k: v.detach() for k, v in m.state_dict().items()} for m in bases]
     start = time.perf_counter()
     if spec.solver == "mudsc" and alpha < 1.0:
-        collect_features(program, bases, data, progress=progress)
+        collect_features(program, states, data, progress=progress)
     timings["collect_features"] = time.perf_counter() - start
     start = time.perf_counter()
     zip_a = spec.zip_a if zip_a is None else zip_a

@@ -201,13 +201,15 @@ class GraphRunner:
         return list(outputs), dict(zip(self.capture_nodes, caught))
 
 
-def collect_features(program: Program, models: list, data, progress: bool = True) -> Program:
-    """One pass over `data`: accumulate `Moments` per free group (see module docstring)."""
+def collect_features(program: Program, states: list[dict], data, progress: bool = True) -> Program:
+    """One pass over `data`: accumulate `Moments` per free group (see module docstring).
+
+    states: each model's state dict (the traced graph runs once per model with its weights).
+    """
     plans = {g.name: capture_plan(program, g.name) for g in program.free_groups()}
     plans = {k: v for k, v in plans.items() if v is not None}
     runner = GraphRunner(program, [p.node for p in plans.values()])
-    states = [{k: v.detach() for k, v in m.state_dict().items()} for m in models]
-    n_models = len(models)
+    n_models = len(states)
     moments = {name: Moments.zeros(n_models * cap.positions.shape[1]) for name, cap in plans.items()}
     batches = 0
     with eval_mode(program.model):

@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
-from graphmerge.passes.solve_groups import axis_unmerge
+from graphmerge.passes.solve_groups import layout_unmerge
 from graphmerge.program import AXES, Program
 
 __all__ = ["stop_points", "build_partial"]
@@ -78,12 +78,7 @@ def _unmerge_index(program: Program, lay, model: int) -> np.ndarray | None:
         return None
     if isinstance(lay, Alt):
         lay = lay.options[0]
-    key = ("__activation__", id(lay))
-    program.axis_layouts[key] = program.store.normalize(lay)
-    try:
-        u = axis_unmerge(program, key, program.assignments, model)
-    finally:
-        del program.axis_layouts[key]
+    u = layout_unmerge(program, program.store.normalize(lay), program.assignments, model)
     if u is None:
         return None
     return u.argmax(1)

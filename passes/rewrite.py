@@ -28,19 +28,16 @@ def rewrite(program: Program, states: list[dict]) -> Program:
     axes_of: dict[str, list[int]] = {}
     for (param, axis) in program.axis_layouts:
         axes_of.setdefault(param, []).append(axis)
-    for name, others in program.traced.aliases.items():
-        for other in others:
-            if other in axes_of and name not in axes_of:
-                axes_of[name] = axes_of[other]
+    # a tied name the graph does not read is transformed like the name it shares storage with
     source = {a: o for a, others in program.traced.aliases.items() for o in others
-              if o in {p for p, _ in program.axis_layouts}}
+              if o in axes_of}
     cache: dict = {}
     merged = {}
     for key, ref in states[0].items():
         if not ref.is_floating_point():
             merged[key] = ref.clone()
             continue
-        traced = key if key in {p for p, _ in program.axis_layouts} else source.get(key, key)
+        traced = key if key in axes_of else source.get(key, key)
         total = None
         for i, state in enumerate(states):
             w = state[key].detach().to(torch.float64)

@@ -29,7 +29,7 @@ from graphmerge.passes.matchers.similarity import correlation_from_moments, weig
 from graphmerge.program import Program
 from graphmerge.units import branch_ids, group_units, leaf_coords, unit_index, unit_positions
 
-__all__ = ["Assignment", "SolveUnit", "axis_merge", "axis_unmerge", "solve_groups"]
+__all__ = ["Assignment", "SolveUnit", "axis_merge", "axis_unmerge", "layout_unmerge", "solve_groups"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,16 @@ def axis_unmerge(program: Program, key: tuple[str, int], assignments: dict, mode
     """
     if cache is not None and (key, model, skip) in cache:
         return cache[(key, model, skip)]
+    out = layout_unmerge(program, program.axis_layouts[key], assignments, model, skip)
+    if cache is not None:
+        cache[(key, model, skip)] = out
+    return out
+
+
+def layout_unmerge(program: Program, lay, assignments: dict, model: int,
+                   skip: frozenset = frozenset()) -> np.ndarray | None:
+    """U (size, size) for any normalized axis layout (a parameter's or an activation's)."""
     store = program.store
-    lay = program.axis_layouts[key]
     coords = leaf_coords(lay, store)
     by_space = {gs.space: (name, gs) for name, gs in program.spaces.items()}
     size = store.size(lay)
@@ -101,11 +109,7 @@ def axis_unmerge(program: Program, key: tuple[str, int], assignments: dict, mode
         else:
             part = (coord[:, None] == coord[None, :]).astype(float)
         out = out * part
-    if np.array_equal(out, np.eye(size)):
-        out = None
-    if cache is not None:
-        cache[(key, model, skip)] = out
-    return out
+    return None if np.array_equal(out, np.eye(size)) else out
 
 
 def axis_merge(program: Program, key, assignments: dict, n_models: int, cache=None) -> list | None:
