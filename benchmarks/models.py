@@ -145,9 +145,9 @@ class ViT(nn.Module):
 # name -> (class, kwargs for the full run, kwargs for --quick, input kind)
 ARCHS: dict[str, tuple[type[nn.Module], dict, dict]] = {
     "mlp": (ReBasinMLP, {"width": 512}, {"width": 512}),
-    "resnet_bn": (ResNet20, {"norm": "bn", "width": 4, "blocks": 3},
+    "resnet_bn": (ResNet20, {"norm": "bn", "width": 1, "blocks": 3},
                   {"norm": "bn", "width": 1, "blocks": 1}),
-    "resnet_gn": (ResNet20, {"norm": "gn", "width": 4, "blocks": 3, "groups": 8},
+    "resnet_gn": (ResNet20, {"norm": "gn", "width": 1, "blocks": 3, "groups": 8},
                   {"norm": "gn", "width": 1, "blocks": 1, "groups": 4}),
     "vit": (ViT, {"dim": 128, "heads": 4, "depth": 4}, {"dim": 64, "heads": 4, "depth": 2}),
 }

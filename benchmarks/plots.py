@@ -42,19 +42,28 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
-    swept = {a: r["alpha"] for a, r in results.items() if r.get("alpha")}
+    swept = {a: r for a, r in results.items() if r.get("alpha")}
     if swept:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for arch, sweep in swept.items():
-            alphas = [float(k) for k in sweep]
-            line, = ax.plot(alphas, [100 * v["joint"] for v in sweep.values()], "o-",
-                            label=f"{arch} joint")
-            ax.plot(alphas, [100 * v["per_task"] for v in sweep.values()], "s--",
-                    color=line.get_color(), alpha=0.6, label=f"{arch} per-task")
-        ax.set_xlabel("alpha (weight-space share; 0 = activations only, 1 = weights only)")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{name}: MuDSC zip against alpha (pair 0)")
-        ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        for ax, matcher in zip(axes, ("permute", "zip")):
+            for arch, r in swept.items():
+                sweep = r["alpha"].get(matcher)
+                if not sweep:
+                    continue
+                alphas = [float(k) for k in sweep]
+                line, = ax.plot(alphas, [100 * v["test"]["joint"] for v in sweep.values()],
+                                "o-", label=f"{arch}: test")
+                ax.plot(alphas, [100 * v["select"]["joint"] for v in sweep.values()], ":",
+                        color=line.get_color(), alpha=0.7, label=f"{arch}: training images")
+                star = r.get("alpha_star", {}).get(matcher)
+                if star is not None:
+                    ax.axvline(star, color=line.get_color(), alpha=0.3, lw=4)
+            ax.set_title(f"MuDSC {matcher}")
+            ax.set_xlabel("alpha (0 = activations only, 1 = weights only)")
+        axes[0].set_ylabel("joint accuracy (%)")
+        axes[1].legend(fontsize=7)
+        fig.suptitle(f"{name}: joint accuracy against alpha (pair 0; bar = alpha* picked on "
+                     "training images)", fontsize=10)
         fig.tight_layout()
         path = out / f"{name}_alpha.png"
         fig.savefig(path, dpi=120)

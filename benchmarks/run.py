@@ -45,23 +45,35 @@ from graphmerge.tasks import (
     train,
 )
 
+from .memory import RSSSampler
 from .models import ARCHS, build, model_kwargs
 
 ROOT = Path(__file__).resolve().parent
 
-METHODS = COMPARED  # key -> (label, gm.merge method, options)
-ALPHAS = [round(0.1 * i, 1) for i in range(11)]
+# key -> (label, gm.merge method, options): graphmerge.tasks.COMPARED plus the activation-only
+# ablation of MuDSC zip (ZipIt's greedy with MuDSC's a=0.5, b=1; the "ZipIt" row uses ZipIt's own
+# a=0.3, b=0.125), in the order of the tables.
+METHODS = {k: COMPARED[k] for k in ("average", "weight_matching", "activation_matching",
+                                    "mudsc_permute", "zipit")}
+METHODS["act_zip"] = ("activation-only zip (MuDSC α=0)", "mudsc", {"alpha": 0.0})
+METHODS.update({k: v for k, v in COMPARED.items() if k not in METHODS})
+ALPHAS = [round(0.1 * i, 1) for i in range(11)]  # the zip sweep (the plot)
+ALPHA_GRID = ALPHAS[1:-1]  # the paper's grid for alpha*; the permute sweep
 STAGES = ["reset_bn", "collect_features", "solve_groups", "rewrite"]
+ORDER = ["reset_bn", "compile", "collect_features", "solve_groups", "rewrite"]  # as they run
 
 # Settings per (quick, full). train_limit / test_limit subsample images of all classes (None: all);
-# cal_limit is the number of calibration images; epochs/lr per architecture.
+# cal_limit is the number of calibration images (activations, BatchNorm reset), select_limit the
+# number of further training images alpha* is picked on; epochs per architecture.
 SETTINGS = {
     True: {"pairs": 2, "train_limit": 6000, "test_limit": 2000, "cal_limit": 1000,
+           "select_limit": 1000,
            "epochs": {"mlp": 2, "resnet_bn": 2, "resnet_gn": 3, "vit": 3}},
-    False: {"pairs": 5, "train_limit": None, "test_limit": None, "cal_limit": 5000,
-            "epochs": {"mlp": 5, "resnet_bn": 5, "resnet_gn": 5, "vit": 10}},
+    False: {"pairs": 5, "train_limit": 30000, "test_limit": 5000, "cal_limit": 1000,
+            "select_limit": 1000,
+            "epochs": {"mlp": 5, "resnet_bn": 1, "resnet_gn": 1, "vit": 3}},
 }
-LR = {"mlp": 1e-3, "resnet_bn": 3e-3, "resnet_gn": 1e-3, "vit": 1e-3}
+LR = {"mlp": 1e-3, "resnet_bn": 3e-3, "resnet_gn": 2e-3, "vit": 2e-3}  # peak (cosine)
 BATCH = {"mlp": 128, "resnet_bn": 128, "resnet_gn": 64, "vit": 128}  # GN trains slower
 
 
@@ -102,7 +114,7 @@ def cached_model(config: dict, data: TaskData, cache: Path) -> tuple[torch.nn.Mo
         return model.eval(), True
     start = time.perf_counter()
     train(model, data, task=config["task"], seed=config["seed"], epochs=config["epochs"],
-          batch=config["batch"], lr=config["lr"])
+          batch=config["batch"], lr=config["lr"], schedule=config["schedule"])
     seconds = time.perf_counter() - start
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
@@ -123,15 +135,44 @@ def _forward_seconds(model: torch.nn.Module, batches: list) -> float:
     return time.perf_counter() - start
 
 
+def _method_key(method: str, options: dict) -> str:
+    """One key per distinct merge, so a sweep point equal to a table row is merged once."""
+    if method == "mudsc":
+        options = {"matcher": "zip", "alpha": 0.5, **options}
+    return json.dumps([method, options], sort_keys=True)
+
+
+def _selection_data(data: TaskData, cal_limit: int, select_limit: int) -> TaskData:
+    """Training images of both tasks, after the calibration ones, scored like test data: the
+    paper picks alpha by accuracy on the training split (its `_train` runs)."""
+    x = data.x_train[cal_limit:cal_limit + select_limit]
+    y = data.y_train[cal_limit:cal_limit + select_limit]
+    return TaskData(data.x_train, data.y_train, x, y, data.tasks, data.num_classes)
+
+
+def _pick_alpha(points: dict[str, dict]) -> float:
+    """The paper's grid 0.1..0.9: best joint accuracy on the training images (ties: nearest 0.5)."""
+    grid = {a: v for a, v in points.items() if 0.05 < float(a) < 0.95}
+    return float(max(grid, key=lambda a: (round(grid[a]["select"]["joint"], 6),
+                                          -abs(float(a) - 0.5))))
+
+
 def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str],
              cache: Path, epochs: int | None = None, alphas: list[float] | None = None,
              log=print) -> dict:
     """Train (or load) the pairs and merge them with every method. Returns raw results:
-    {"scores": {row: [per-pair dict]}, "timings": {method: [per-pair dict]}, "alpha": {...}}."""
+    {"scores": {row: [per-pair dict]}, "timings": {row: [per-pair dict]},
+     "alpha": {"zip"|"permute": {alpha: {"test": scores, "select": scores}}},
+     "alpha_star": {"zip"|"permute": alpha}}.
+
+    With `alphas`, pair 0 is also merged with MuDSC (zip and permute) at every alpha; alpha* is
+    picked on pair 0's training images (grid 0.1..0.9, as the paper) and every pair is then
+    merged at alpha* too (rows "MuDSC permute/zip (alpha*=...)")."""
     s = SETTINGS[quick]
     scores: dict[str, list[dict]] = {}
     timings: dict[str, list[dict]] = {}
     sweep: dict[str, dict] = {}
+    star: dict[str, float] = {}
     for pair in range(pairs):
         data = load_split(dataset, pair, s["train_limit"], s["test_limit"])
         if dataset == "digits":
@@ -141,7 +182,8 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
             config = {"dataset": dataset, "arch": arch, "quick": quick, "pair": pair,
                       "task": task, "seed": 10 * pair + 1 + task, "tasks": data.tasks,
                       "epochs": epochs or s["epochs"][arch], "lr": LR[arch],
-                      "batch": BATCH[arch], "model": model_kwargs(arch, quick, dataset),
+                      "batch": BATCH[arch], "schedule": "cosine",
+                      "model": model_kwargs(arch, quick, dataset),
                       "train_limit": s["train_limit"] if dataset != "digits" else None}
             config = json.loads(json.dumps(config))  # tuples -> lists, as stored
             start = time.perf_counter()
@@ -150,31 +192,66 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
                 f"{'cached' if hit else 'trained'} in {time.perf_counter() - start:.1f} s")
             models.append(model)
         a, b = models
-        cal = calibration_batches(data, batch=250 if dataset != "digits" else 128,
-                                  limit=s["cal_limit"] if dataset != "digits" else None)
+        digits = dataset == "digits"
+        cal_limit = len(data.y_train) // 2 if digits else s["cal_limit"]
+        cal = calibration_batches(data, batch=128 if digits else 250, limit=cal_limit)
+        select = _selection_data(data, cal_limit, s["select_limit"])
         forward = _forward_seconds(a, cal)
         scores.setdefault("model A alone", []).append(evaluate(a, data))
         scores.setdefault("model B alone", []).append(evaluate(b, data))
         scores.setdefault("ensemble (upper bound)", []).append(ensemble_evaluate([a, b], data))
+        done: dict[str, dict] = {}  # _method_key -> {"test", "select", "timing"}
+
+        def merged(method: str, options: dict, label: str) -> dict:
+            key = _method_key(method, options)
+            if key not in done:
+                with RSSSampler() as rss:
+                    start = time.perf_counter()
+                    model, program = gm.merge([a, b], cal, method=method, progress=False,
+                                              return_program=True, **options)
+                    total = time.perf_counter() - start
+                timing = {**{k: float(v) for k, v in program.timings.items()}, "total": total,
+                          "forward": forward}
+                timing.update({f"mem_{k}": v for k, v in rss.per_stage(
+                    {**program.spans, "compile": _compile_span(program)}).items()})
+                done[key] = {"test": evaluate(model, data), "timing": timing,
+                             "select": evaluate(model, select) if method == "mudsc" else None}
+                log(f"  [{arch}] pair {pair} {label}: joint "
+                    f"{done[key]['test']['joint'] * 100:.1f} ({total:.1f} s)")
+            return done[key]
+
+        def row(label: str, method: str, options: dict) -> None:
+            result = merged(method, options, label)
+            scores.setdefault(label, []).append(result["test"])
+            timings.setdefault(label, []).append(result["timing"])
+
         for key in methods:
-            label, method, options = METHODS[key]
-            start = time.perf_counter()
-            merged, program = gm.merge([a, b], cal, method=method, progress=False,
-                                       return_program=True, **options)
-            total = time.perf_counter() - start
-            scores.setdefault(label, []).append(evaluate(merged, data))
-            timings.setdefault(label, []).append(
-                {**{k: float(v) for k, v in program.timings.items()}, "total": total,
-                 "forward": forward})
-            log(f"  [{arch}] pair {pair} {label}: joint "
-                f"{scores[label][-1]['joint'] * 100:.1f} ({total:.1f} s)")
+            row(*METHODS[key])
         if pair == 0 and alphas:
-            for alpha in alphas:
-                merged = gm.merge([a, b], cal, method="mudsc", alpha=alpha, progress=False)
-                sweep[f"{alpha:.1f}"] = evaluate(merged, data)
-            log(f"  [{arch}] alpha sweep: " + ", ".join(
-                f"{k} {v['joint'] * 100:.1f}" for k, v in sweep.items()))
-    return {"scores": scores, "timings": timings, "alpha": sweep}
+            for matcher in ("permute", "zip"):
+                sweep[matcher] = {}
+                for alpha in (alphas if matcher == "zip" else ALPHA_GRID):
+                    r = merged("mudsc", {"matcher": matcher, "alpha": alpha},
+                               f"MuDSC {matcher} alpha={alpha:.1f}")
+                    sweep[matcher][f"{alpha:.1f}"] = {"test": r["test"], "select": r["select"]}
+                star[matcher] = _pick_alpha(sweep[matcher])
+                log(f"  [{arch}] alpha sweep ({matcher}), joint on test / on training images: "
+                    + ", ".join(f"{k} {v['test']['joint'] * 100:.1f}/"
+                                f"{v['select']['joint'] * 100:.1f}"
+                                for k, v in sweep[matcher].items())
+                    + f"; alpha* = {star[matcher]:.1f}")
+        for matcher, alpha in star.items():
+            row(f"MuDSC {matcher} (α*={alpha:.1f}, tuned on train)", "mudsc",
+                {"matcher": matcher, "alpha": alpha})
+    return {"scores": scores, "timings": timings, "alpha": sweep, "alpha_star": star}
+
+
+def _compile_span(program) -> tuple[float, float]:
+    """From the first compile pass's start to the last one's end."""
+    passes = [span for stage, span in program.spans.items() if stage not in STAGES]
+    if not passes:
+        return (0.0, 0.0)
+    return (min(b for b, _ in passes), max(e for _, e in passes))
 
 
 def _pm(values: list[float]) -> str:
@@ -183,7 +260,7 @@ def _pm(values: list[float]) -> str:
 
 
 def tables(arch: str, result: dict, pairs: int) -> list[str]:
-    """Markdown: accuracies, per-stage merge timings, alpha sweep."""
+    """Markdown: accuracies, per-stage merge timings and memory, alpha sweep."""
     lines = [f"### {arch} ({pairs} pair{'s' if pairs > 1 else ''})", "",
              "| method | joint acc. | task A | task B | per-task avg. | merge time (s) |",
              "|---|---|---|---|---|---|"]
@@ -194,25 +271,38 @@ def tables(arch: str, result: dict, pairs: int) -> list[str]:
             _pm([r[k] for r in rows]) for k in ("joint", "task_a", "task_b", "per_task"))
             + f" | {time_cell} |")
     if result["timings"]:
-        lines += ["", (f"Merge time per stage (s, mean over pairs; `forward` = one forward pass of "
-                      f"one model over the calibration data; ratio = total / forward), {arch}:"), "",
-                  "| method | " + " | ".join(STAGES) + " | compile (trace, groups, checks) "
-                  "| total | ratio |",
-                  "|---|" + "---|" * (len(STAGES) + 3)]
+        lines += ["", (f"Merge time (s) and peak memory (MiB of resident memory above the "
+                       f"process's before the merge, sampled every 2 ms) per stage, mean over "
+                       f"pairs; `forward` = one forward pass of one model over the calibration "
+                       f"data, ratio = total / forward; {arch}:"), "",
+                  "| method | " + " | ".join(ORDER) + " | total | ratio | peak MiB |",
+                  "|---|" + "---|" * (len(ORDER) + 3)]
         for label, rows in result["timings"].items():
             mean = {k: np.mean([r.get(k, 0.0) for r in rows]) for k in rows[0]}
             compile_s = mean["total"] - sum(mean.get(k, 0.0) for k in STAGES)
-            lines.append(f"| {label} | " + " | ".join(f"{mean.get(k, 0.0):.2f}" for k in STAGES)
-                         + f" | {compile_s:.2f} | {mean['total']:.2f} | "
-                         f"{mean['total'] / max(mean['forward'], 1e-9):.0f}× |")
-    if result["alpha"]:
-        lines += ["", f"MuDSC zip, alpha sweep (weight-space share; pair 0), {arch}:", "",
-                  "| alpha | " + " | ".join(result["alpha"]) + " |",
-                  "|---|" + "---|" * len(result["alpha"]),
-                  "| joint | " + " | ".join(f"{v['joint'] * 100:.1f}"
-                                            for v in result["alpha"].values()) + " |",
-                  "| per-task | " + " | ".join(f"{v['per_task'] * 100:.1f}"
-                                               for v in result["alpha"].values()) + " |"]
+
+            def cell(stage: str, seconds: float) -> str:
+                mem = mean.get(f"mem_{stage}")
+                return f"{seconds:.2f}" + (f" / {mem:.0f}" if mem is not None else "")
+
+            seconds = {**mean, "compile": compile_s}
+            lines.append(f"| {label} | "
+                         + " | ".join(cell(k, seconds.get(k, 0.0)) for k in ORDER)
+                         + f" | {mean['total']:.2f} | "
+                         f"{mean['total'] / max(mean['forward'], 1e-9):.0f}× | "
+                         + (f"{mean['mem_peak']:.0f} |" if "mem_peak" in mean else "— |"))
+    for matcher, sweep in result["alpha"].items():
+        star = result["alpha_star"].get(matcher)
+        lines += ["", f"MuDSC {matcher} against alpha (weight-space share; pair 0), {arch}; "
+                      f"alpha* = {star:.1f} is the best joint accuracy on training images "
+                      f"(grid 0.1–0.9):", "",
+                  "| alpha | " + " | ".join(sweep) + " |",
+                  "|---|" + "---|" * len(sweep)]
+        for name, part, key in (("joint (test)", "test", "joint"),
+                                ("per-task (test)", "test", "per_task"),
+                                ("joint (train images)", "select", "joint")):
+            lines.append(f"| {name} | " + " | ".join(f"{v[part][key] * 100:.1f}"
+                                                   for v in sweep.values()) + " |")
     return lines + [""]
 
 

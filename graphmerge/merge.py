@@ -136,7 +136,7 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
         the last axis (combine="concat").
     Returns the merged module (and the `Program` when return_program=True).
     """
-    timings: dict[str, float] = {}
+    spans: dict[str, tuple[float, float]] = {}
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     if matcher not in MATCHER_NAMES:
@@ -163,28 +163,29 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
         copies = [copy.deepcopy(m) for m in models]
         if any([reset_bn_stats(c, data) for c in copies]):  # noqa: C419 (reset every copy)
             bases = copies
-    timings["reset_bn"] = time.perf_counter() - start
+    spans["reset_bn"] = (start, time.perf_counter())
     program = compile_program(bases[0], example, strict=strict)
     states = [{k: v.detach() for k, v in m.state_dict().items()} for m in bases]
     start = time.perf_counter()
     if spec.solver == "mudsc" and alpha < 1.0:
         collect_features(program, states, data, progress=progress)
-    timings["collect_features"] = time.perf_counter() - start
+    spans["collect_features"] = (start, time.perf_counter())
     start = time.perf_counter()
     zip_a = spec.zip_a if zip_a is None else zip_a
     zip_b = spec.zip_b if zip_b is None else zip_b
     options = {"a": zip_a, "b": zip_b} if matcher == "zip" else {}
     solve_groups(program, states, spec.solver, matcher, alpha, seed, iters, patience, options,
                  progress)
-    timings["solve_groups"] = time.perf_counter() - start
+    spans["solve_groups"] = (start, time.perf_counter())
     start = time.perf_counter()
     rewrite(program, states)
     merged = copy.deepcopy(models[0])
     merged.load_state_dict(program.merged_state)
     if reset_bn and data is not None:
         reset_bn_stats(merged, data)
-    timings["rewrite"] = time.perf_counter() - start
-    program.timings.update(timings)
+    spans["rewrite"] = (start, time.perf_counter())
+    program.spans.update(spans)
+    program.timings.update({stage: end - begin for stage, (begin, end) in spans.items()})
     if stop_at is not None:
         originals = [{k: v.detach() for k, v in m.state_dict().items()} for m in models]
         merged = build_partial(program, merged.state_dict(), originals, stop_at, combine)

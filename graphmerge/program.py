@@ -72,6 +72,9 @@ class Program:
     groups: list[PermutationGroup] = field(default_factory=list)
     spaces: dict[str, GroupSpace] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # stage -> (start, end) in time.perf_counter() seconds: lets a profiler (benchmarks/run.py's
+    # memory sampler) attribute what it measured to the passes and merge stages
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)
     strict: bool = False
 
@@ -112,7 +115,9 @@ def run_passes(program: Program, passes: list[Pass]) -> Program:
             raise RuntimeError(f"pass {p.name} requires {missing} to run first")
         start = time.perf_counter()
         program = p.fn(program)
-        program.timings[p.name] = time.perf_counter() - start
+        end = time.perf_counter()
+        program.timings[p.name] = end - start
+        program.spans[p.name] = (start, end)
         program.done.append(p.name)
         if dump in (p.name, "all"):
             print(f"== after {p.name} ==\n{program.dump()}", file=sys.stderr)
