@@ -41,6 +41,9 @@ COMPARED: dict[str, tuple[str, str, dict]] = {
     "activation_matching": ("activation matching", "activation_matching", {}),
     "mudsc_permute": ("MuDSC permute", "mudsc", {"matcher": "permute"}),
     "zipit": ("ZipIt", "zipit", {}),
+    # MuDSC zip's single-space ablations: its greedy zip (a=0.5, b=1; "zipit" above uses ZipIt's
+    # own a=0.3, b=0.125) on activations only and on weights only
+    "act_zip": ("activation-only zip (MuDSC α=0)", "mudsc", {"alpha": 0.0}),
     "weight_zip": ("weight-only zip (MuDSC α=1)", "mudsc", {"alpha": 1.0}),
     "mudsc_zip": ("MuDSC zip", "mudsc", {}),
 }

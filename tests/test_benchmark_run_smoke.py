@@ -65,3 +65,48 @@ def test_benchmark_run_end_to_end(tmp_path):
     _, again = bench.run(**{**kwargs, "methods": ["average"], "out": None, "log": logs.append})
     assert sum("cached" in m for m in logs) == 2 and not any("trained" in m for m in logs)
     assert again["mlp"]["scores"]["model A alone"] == results["mlp"]["scores"]["model A alone"]
+
+
+def test_alpha_sweep_picks_alpha_on_training_images(tmp_path):
+    """With the sweep on, pair 0 is merged at every alpha (zip: 0..1, permute: the paper's grid
+    0.1..0.9); alpha* is the grid point with the best joint accuracy on the training images, and
+    every pair gets a row merged at alpha*."""
+    _, results = bench.run(dataset="digits", archs=["mlp"], pairs=2, quick=True,
+                           methods=["mudsc_zip"], out=None, cache=tmp_path / "cache", epochs=2,
+                           alpha_sweep=True, plots=False, log=lambda m: None)
+    r = results["mlp"]
+    assert list(r["alpha"]["zip"]) == [f"{a:.1f}" for a in bench.ALPHAS]
+    assert list(r["alpha"]["permute"]) == [f"{a:.1f}" for a in bench.ALPHA_GRID]
+    for matcher, sweep in r["alpha"].items():
+        star = r["alpha_star"][matcher]
+        best = max(v["select"]["joint"] for a, v in sweep.items() if 0.05 < float(a) < 0.95)
+        assert sweep[f"{star:.1f}"]["select"]["joint"] == best
+        rows = r["scores"][f"MuDSC {matcher} (α*={star:.1f}, tuned on train)"]
+        assert len(rows) == 2  # every pair
+        assert rows[0] == sweep[f"{star:.1f}"]["test"]  # pair 0's row is the sweep's merge
+    # the MuDSC zip row (alpha 0.5) is the sweep's 0.5 point: merged once, scored once
+    assert r["scores"]["MuDSC zip"][0] == r["alpha"]["zip"]["0.5"]["test"]
+    mem = r["timings"]["MuDSC zip"][0]
+    assert mem["mem_peak"] >= max(mem[f"mem_{k}"] for k in bench.STAGES) >= 0
+
+
+def test_rss_sampler_attributes_an_allocation_to_its_stage():
+    import time
+
+    import torch
+
+    from benchmarks.memory import RSSSampler, rss_bytes
+
+    if rss_bytes() is None:
+        pytest.skip("no /proc/self/statm here")
+    with RSSSampler(interval=0.001) as rss:
+        t0 = time.perf_counter()
+        time.sleep(0.02)
+        t1 = time.perf_counter()
+        big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        time.sleep(0.05)
+        t2 = time.perf_counter()
+        del big
+    stages = rss.per_stage({"idle": (t0, t1), "alloc": (t1, t2)})
+    assert stages["alloc"] >= 48 and stages["peak"] >= 48
+    assert stages["idle"] < 16
