@@ -7,11 +7,13 @@
 The thread reads this process's RSS (/proc/self/statm) every `interval` seconds. Torch and numpy
 release the GIL in their kernels, so the sampler keeps running during the heavy work; an
 allocation that lives for less than one interval can still be missed, so the figures are a lower
-bound on the true peak (usually within a few MiB). Where /proc is missing (not Linux), nothing is
-sampled and `per_stage` returns {}.
+bound on the true peak (usually within a few MiB). On entry, glibc's malloc_trim hands memory
+that earlier work freed back to the OS, so that a merge reusing it still shows. Where /proc is
+missing (not Linux), nothing is sampled and `per_stage` returns {}.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -26,6 +28,14 @@ def rss_bytes() -> int | None:
             return int(f.read().split()[1]) * _PAGE
     except OSError:
         return None
+
+
+def _trim() -> None:
+    """glibc's malloc_trim(0): return freed heap pages to the OS (no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class RSSSampler:
@@ -47,6 +57,7 @@ class RSSSampler:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RSSSampler:
+        _trim()  # hand memory freed by earlier work back to the OS, else the figures hide reuse
         self.start_rss = rss_bytes()
         if self.start_rss is not None:
             self.samples.append((time.perf_counter(), self.start_rss))

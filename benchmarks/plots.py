@@ -19,12 +19,18 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
     out = Path(out)
     written = []
     archs = list(results)
-    labels = list(next(iter(results.values()))["scores"]) if archs else []
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4.5))
+    # rows merged at each arch's alpha* carry the value in their label: one bar group for them
+    from .run import _row_key
+    grouped = {arch: {} for arch in archs}
+    for arch in archs:
+        for label, rows in results[arch]["scores"].items():
+            grouped[arch].setdefault(_row_key(label), rows)
+    labels = list(dict.fromkeys(k for arch in archs for k in grouped[arch]))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.95 * len(labels))), 5))
     width = 0.8 / max(len(archs), 1)
     x = np.arange(len(labels))
     for i, arch in enumerate(archs):
-        scores = results[arch]["scores"]
+        scores = grouped[arch]
         means = [100 * np.mean([r["joint"] for r in scores.get(lab, [])] or [np.nan])
                  for lab in labels]
         stds = [100 * np.std([r["joint"] for r in scores.get(lab, [])] or [np.nan])

