@@ -50,7 +50,7 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
 
     swept = {a: r for a, r in results.items() if r.get("alpha")}
     if swept:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
         for ax, matcher in zip(axes, ("permute", "zip")):
             for arch, r in swept.items():
                 sweep = r["alpha"].get(matcher)
@@ -67,7 +67,7 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
             ax.set_title(f"MuDSC {matcher}")
             ax.set_xlabel("alpha (0 = activations only, 1 = weights only)")
         axes[0].set_ylabel("joint accuracy (%)")
-        axes[1].legend(fontsize=7)
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.suptitle(f"{name}: joint accuracy against alpha (pair 0; bar = alpha* picked on "
                      "training images)", fontsize=10)
         fig.tight_layout()

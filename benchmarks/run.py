@@ -389,6 +389,13 @@ def ordering(results: dict) -> list[str]:
     return lines
 
 
+def _trained_note(trained: int, models: int) -> str:
+    if trained == models:
+        return f"all {models} models trained in this run, training time included"
+    return (f"{trained} of {models} models trained in this run, the others loaded from the "
+            "checkpoint cache: their training time is not included")
+
+
 def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | None = None,
         quick: bool = False, methods: list[str] | None = None, out: Path | None = None,
         cache: Path = ROOT / "cache", epochs: int | None = None, alpha_sweep: bool = True,
@@ -414,9 +421,8 @@ def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | Non
               f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads; {total:.0f} s in all ("
               + ", ".join(f"{a} {r['seconds']:.0f} s" for a, r in results.items())
-              + f"; {sum(r['trained'] for r in results.values())} of {2 * pairs * len(archs)}"
-              " models trained in this run, the others loaded from the checkpoint cache). "
-              "Accuracies in %, mean ± std over pairs.", ""]
+              + f"; {_trained_note(sum(r['trained'] for r in results.values()), 2 * pairs * len(archs))}"
+              "). Accuracies in %, mean ± std over pairs.", ""]
     overview = ["### Overview: joint accuracy ± std / per-task average (%)", ""]
     overview += summary(results) + ["", "### The paper's ordering", ""] + ordering(results)
     overview += ["", "### Merge time and memory per stage (MuDSC zip, mean over pairs)", ""]
