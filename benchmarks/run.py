@@ -155,6 +155,36 @@ def _pick_alpha(points: dict[str, dict]) -> float:
                                           -abs(float(a) - 0.5))))
 
 
+def pair_setup(arch: str, dataset: str, pair: int, quick: bool, cache: Path,
+               epochs: int | None = None, log=print):
+    """Pair `pair`'s two models (trained, or loaded from `cache`), its data, calibration batches
+    and alpha-selection data. Returns ((model_a, model_b), data, cal, select, [cache hits])."""
+    s = SETTINGS[quick]
+    data = load_split(dataset, pair, s["train_limit"], s["test_limit"])
+    if dataset == "digits":
+        data = _digits_input(arch, data)
+    models, hits = [], []
+    for task in (0, 1):
+        config = {"dataset": dataset, "arch": arch, "quick": quick, "pair": pair,
+                  "task": task, "seed": 10 * pair + 1 + task, "tasks": data.tasks,
+                  "epochs": epochs or s["epochs"][arch], "lr": LR[arch],
+                  "batch": BATCH[arch], "schedule": "cosine",
+                  "model": model_kwargs(arch, quick, dataset),
+                  "train_limit": s["train_limit"] if dataset != "digits" else None}
+        config = json.loads(json.dumps(config))  # tuples -> lists, as stored
+        start = time.perf_counter()
+        model, hit = cached_model(config, data, cache)
+        log(f"  [{arch}] pair {pair} model {'AB'[task]}: "
+            f"{'cached' if hit else 'trained'} in {time.perf_counter() - start:.1f} s")
+        models.append(model)
+        hits.append(hit)
+    digits = dataset == "digits"
+    cal_limit = len(data.y_train) // 2 if digits else s["cal_limit"]
+    cal = calibration_batches(data, batch=128 if digits else 250, limit=cal_limit)
+    select = _selection_data(data, cal_limit, s["select_limit"])
+    return tuple(models), data, cal, select, hits
+
+
 def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str],
              cache: Path, epochs: int | None = None, alphas: list[float] | None = None,
              log=print) -> dict:
@@ -166,36 +196,15 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
     With `alphas`, pair 0 is also merged with MuDSC (zip and permute) at every alpha; alpha* is
     picked on pair 0's training images (grid 0.1..0.9, as the paper) and every pair is then
     merged at alpha* too (rows "MuDSC permute/zip (alpha*=...)")."""
-    s = SETTINGS[quick]
     scores: dict[str, list[dict]] = {}
     timings: dict[str, list[dict]] = {}
     sweep: dict[str, dict] = {}
     star: dict[str, float] = {}
     trained = 0
     for pair in range(pairs):
-        data = load_split(dataset, pair, s["train_limit"], s["test_limit"])
-        if dataset == "digits":
-            data = _digits_input(arch, data)
-        models = []
-        for task in (0, 1):
-            config = {"dataset": dataset, "arch": arch, "quick": quick, "pair": pair,
-                      "task": task, "seed": 10 * pair + 1 + task, "tasks": data.tasks,
-                      "epochs": epochs or s["epochs"][arch], "lr": LR[arch],
-                      "batch": BATCH[arch], "schedule": "cosine",
-                      "model": model_kwargs(arch, quick, dataset),
-                      "train_limit": s["train_limit"] if dataset != "digits" else None}
-            config = json.loads(json.dumps(config))  # tuples -> lists, as stored
-            start = time.perf_counter()
-            model, hit = cached_model(config, data, cache)
-            trained += not hit
-            log(f"  [{arch}] pair {pair} model {'AB'[task]}: "
-                f"{'cached' if hit else 'trained'} in {time.perf_counter() - start:.1f} s")
-            models.append(model)
-        a, b = models
-        digits = dataset == "digits"
-        cal_limit = len(data.y_train) // 2 if digits else s["cal_limit"]
-        cal = calibration_batches(data, batch=128 if digits else 250, limit=cal_limit)
-        select = _selection_data(data, cal_limit, s["select_limit"])
+        (a, b), data, cal, select, hits = pair_setup(arch, dataset, pair, quick, cache, epochs,
+                                                     log)
+        trained += hits.count(False)
         forward = _forward_seconds(a, cal)
         scores.setdefault("model A alone", []).append(evaluate(a, data))
         scores.setdefault("model B alone", []).append(evaluate(b, data))

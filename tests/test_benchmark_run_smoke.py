@@ -135,3 +135,16 @@ def test_ordering_table_checks_the_papers_claims():
     assert cells["every merge > averaging"] == "✓ 30.0 vs 20.0"
     summary = bench.summary({"net": {"scores": scores}})
     assert "| MuDSC zip, α* tuned on train | 80.0 ± 0.0 / 90.0 (α*=0.3) |" in summary
+
+
+def test_zip_clusters_tells_permutations_from_within_model_zips(tmp_path):
+    from benchmarks import zip_clusters
+
+    table = zip_clusters.run(["mlp"], pair=0, quick=True, cache=tmp_path, dataset="digits",
+                             log=lambda m: None)
+    rows = {line.split(" | ")[1]: [c.strip(" |") for c in line.split(" | ")[2:]]
+            for line in table.splitlines()[2:]}
+    units, cross, within, single = (int(v) for v in rows["MuDSC permute"][1:])
+    assert units > 0 and cross == units and within == single == 0  # a permutation pairs A with B
+    units, cross, within, single = (int(v) for v in rows["weight-only zip (α=1)"][1:])
+    assert cross + within + single == units and within > 0
