@@ -17,6 +17,7 @@ import ctypes
 import os
 import threading
 import time
+from typing import Self
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -56,7 +57,7 @@ class RSSSampler:
             self.samples.append((time.perf_counter(), rss))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> RSSSampler:
+    def __enter__(self) -> Self:
         _trim()  # hand memory freed by earlier work back to the OS, else the figures hide reuse
         self.start_rss = rss_bytes()
         if self.start_rss is not None:

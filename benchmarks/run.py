@@ -185,6 +185,35 @@ def pair_setup(arch: str, dataset: str, pair: int, quick: bool, cache: Path,
     return tuple(models), data, cal, select, hits
 
 
+class _PairMerger:
+    """Merges one pair, each distinct (method, options) once: scores on the test data (and, for
+    MuDSC, on the alpha-selection data), seconds and peak memory per stage."""
+
+    def __init__(self, a, b, data: TaskData, cal: list, select: TaskData, forward: float, log):
+        self.models, self.data, self.cal, self.select = [a, b], data, cal, select
+        self.forward, self.log = forward, log
+        self.done: dict[str, dict] = {}  # _method_key -> {"test", "select", "timing"}
+
+    def merged(self, method: str, options: dict, label: str) -> dict:
+        key = _method_key(method, options)
+        if key not in self.done:
+            with RSSSampler() as rss:
+                start = time.perf_counter()
+                model, program = gm.merge(self.models, self.cal, method=method, progress=False,
+                                          return_program=True, **options)
+                total = time.perf_counter() - start
+            timing = {**{k: float(v) for k, v in program.timings.items()}, "total": total,
+                      "forward": self.forward}
+            timing.update({f"mem_{k}": v for k, v in rss.per_stage(
+                {**program.spans, "compile": _compile_span(program)}).items()})
+            self.done[key] = {
+                "test": evaluate(model, self.data), "timing": timing,
+                "select": evaluate(model, self.select) if method == "mudsc" else None}
+            self.log(f"{label}: joint {self.done[key]['test']['joint'] * 100:.1f} "
+                     f"({total:.1f} s)")
+        return self.done[key]
+
+
 def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str],
              cache: Path, epochs: int | None = None, alphas: list[float] | None = None,
              log=print) -> dict:
@@ -209,28 +238,11 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
         scores.setdefault("model A alone", []).append(evaluate(a, data))
         scores.setdefault("model B alone", []).append(evaluate(b, data))
         scores.setdefault("ensemble (upper bound)", []).append(ensemble_evaluate([a, b], data))
-        done: dict[str, dict] = {}  # _method_key -> {"test", "select", "timing"}
+        merger = _PairMerger(a, b, data, cal, select, forward,
+                             lambda m, pair=pair: log(f"  [{arch}] pair {pair} {m}"))
 
-        def merged(method: str, options: dict, label: str) -> dict:
-            key = _method_key(method, options)
-            if key not in done:
-                with RSSSampler() as rss:
-                    start = time.perf_counter()
-                    model, program = gm.merge([a, b], cal, method=method, progress=False,
-                                              return_program=True, **options)
-                    total = time.perf_counter() - start
-                timing = {**{k: float(v) for k, v in program.timings.items()}, "total": total,
-                          "forward": forward}
-                timing.update({f"mem_{k}": v for k, v in rss.per_stage(
-                    {**program.spans, "compile": _compile_span(program)}).items()})
-                done[key] = {"test": evaluate(model, data), "timing": timing,
-                             "select": evaluate(model, select) if method == "mudsc" else None}
-                log(f"  [{arch}] pair {pair} {label}: joint "
-                    f"{done[key]['test']['joint'] * 100:.1f} ({total:.1f} s)")
-            return done[key]
-
-        def row(label: str, method: str, options: dict) -> None:
-            result = merged(method, options, label)
+        def row(label: str, method: str, options: dict, merger=merger) -> None:
+            result = merger.merged(method, options, label)
             scores.setdefault(label, []).append(result["test"])
             timings.setdefault(label, []).append(result["timing"])
 
@@ -240,8 +252,8 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
             for matcher in ("permute", "zip"):
                 sweep[matcher] = {}
                 for alpha in (alphas if matcher == "zip" else ALPHA_GRID):
-                    r = merged("mudsc", {"matcher": matcher, "alpha": alpha},
-                               f"MuDSC {matcher} alpha={alpha:.1f}")
+                    r = merger.merged("mudsc", {"matcher": matcher, "alpha": alpha},
+                                      f"MuDSC {matcher} alpha={alpha:.1f}")
                     sweep[matcher][f"{alpha:.1f}"] = {"test": r["test"], "select": r["select"]}
                 star[matcher] = _pick_alpha(sweep[matcher])
                 log(f"  [{arch}] alpha sweep ({matcher}), joint on test / on training images: "
@@ -262,6 +274,18 @@ def _compile_span(program) -> tuple[float, float]:
     if not passes:
         return (0.0, 0.0)
     return (min(b for b, _ in passes), max(e for _, e in passes))
+
+
+def _stage_cells(rows: list[dict]) -> str:
+    """Table cells for one method's merges (mean over pairs): seconds / peak MiB per stage in
+    ORDER, total seconds, total over one calibration forward pass, peak MiB."""
+    mean = {k: float(np.mean([r.get(k, 0.0) for r in rows])) for k in rows[0]}
+    mean["compile"] = mean["total"] - sum(mean.get(k, 0.0) for k in STAGES)
+    cells = [f"{mean[k]:.2f}" + (f" / {mean[f'mem_{k}']:.0f}" if f"mem_{k}" in mean else "")
+             for k in ORDER]
+    cells += [f"{mean['total']:.2f}", f"{mean['total'] / max(mean['forward'], 1e-9):.0f}×",
+              f"{mean['mem_peak']:.0f}" if "mem_peak" in mean else "—"]
+    return " | ".join(cells)
 
 
 def _pm(values: list[float]) -> str:
@@ -288,24 +312,12 @@ def tables(arch: str, result: dict, pairs: int) -> list[str]:
                   "| method | " + " | ".join(ORDER) + " | total | ratio | peak MiB |",
                   "|---|" + "---|" * (len(ORDER) + 3)]
         for label, rows in result["timings"].items():
-            mean = {k: np.mean([r.get(k, 0.0) for r in rows]) for k in rows[0]}
-            compile_s = mean["total"] - sum(mean.get(k, 0.0) for k in STAGES)
-
-            def cell(stage: str, seconds: float) -> str:
-                mem = mean.get(f"mem_{stage}")
-                return f"{seconds:.2f}" + (f" / {mem:.0f}" if mem is not None else "")
-
-            seconds = {**mean, "compile": compile_s}
-            lines.append(f"| {label} | "
-                         + " | ".join(cell(k, seconds.get(k, 0.0)) for k in ORDER)
-                         + f" | {mean['total']:.2f} | "
-                         f"{mean['total'] / max(mean['forward'], 1e-9):.0f}× | "
-                         + (f"{mean['mem_peak']:.0f} |" if "mem_peak" in mean else "— |"))
+            lines.append(f"| {label} | {_stage_cells(rows)} |")
     for matcher, sweep in result["alpha"].items():
         star = result["alpha_star"].get(matcher)
-        lines += ["", f"MuDSC {matcher} against alpha (weight-space share; pair 0), {arch}; "
-                      f"alpha* = {star:.1f} is the best joint accuracy on training images "
-                      f"(grid 0.1–0.9):", "",
+        lines += ["", (f"MuDSC {matcher} against alpha (weight-space share; pair 0), {arch}; "
+                       f"alpha* = {star:.1f} is the best joint accuracy on training images "
+                       f"(grid 0.1–0.9):"), "",
                   "| alpha | " + " | ".join(sweep) + " |",
                   "|---|" + "---|" * len(sweep)]
         for name, part, key in (("joint (test)", "test", "joint"),
@@ -348,16 +360,8 @@ def speed_summary(results: dict, label: str = "MuDSC zip") -> list[str]:
     lines = [f"| {label}: s / MiB | " + " | ".join(ORDER) + " | total (s) | ratio | peak MiB |",
              "|---|" + "---|" * (len(ORDER) + 3)]
     for arch, r in results.items():
-        rows = r["timings"].get(label)
-        if not rows:
-            continue
-        mean = {k: float(np.mean([row.get(k, 0.0) for row in rows])) for k in rows[0]}
-        mean["compile"] = mean["total"] - sum(mean.get(k, 0.0) for k in STAGES)
-        cells = [f"{mean.get(k, 0.0):.2f}" + (f" / {mean[f'mem_{k}']:.0f}"
-                                               if f"mem_{k}" in mean else "") for k in ORDER]
-        lines.append(f"| {arch} | " + " | ".join(cells) + f" | {mean['total']:.2f} | "
-                     f"{mean['total'] / max(mean['forward'], 1e-9):.0f}× | "
-                     + (f"{mean['mem_peak']:.0f} |" if "mem_peak" in mean else "— |"))
+        if r["timings"].get(label):
+            lines.append(f"| {arch} | {_stage_cells(r['timings'][label])} |")
     return lines
 
 
