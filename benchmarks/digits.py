@@ -34,9 +34,9 @@ ARCHS = {"mlp": (MLPEmbed, False), "cnn": (CNNEmbed, True)}
 
 
 def run(archs: list[str], pairs: int, epochs: int = 20) -> str:
-    lines = [f"`python -m benchmarks.digits --pairs {pairs} --arch {','.join(archs)}` on "
-             f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads", ""]
+    lines = [(f"`python -m benchmarks.digits --pairs {pairs} --arch {','.join(archs)}` on "
+              f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads"), ""]
     for arch in archs:
         cls, image = ARCHS[arch]
         scores: dict[str, list[tuple[float, float]]] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TinyCNN", "build", "build_other", "inputs", "calibration"]
+__all__ = ["TinyCNN", "build", "build_other", "calibration", "inputs"]
 
 
 class TinyCNN(nn.Module):

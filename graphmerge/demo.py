@@ -48,8 +48,8 @@ def run_demo(arch: str = "cnn", out: str | Path = ".", seed: int = 0, epochs: in
         t = time.perf_counter()
         merged = gm.merge([a, b], cal, method=method, progress=progress, **options)
         rows.append((f"merged: {label}", evaluate(merged, data), time.perf_counter() - t))
-    lines = [f"digits, classes {list(data.tasks[0])} (task A) vs {list(data.tasks[1])} (task B); "
-             f"two {cls.__name__} models from different seeds, trained in {trained:.1f} s", "",
+    lines = [(f"digits, classes {list(data.tasks[0])} (task A) vs {list(data.tasks[1])} (task B); "
+              f"two {cls.__name__} models from different seeds, trained in {trained:.1f} s"), "",
              "| model | joint acc. | task A | task B | merge time (s) |", "|---|---|---|---|---|"]
     for label, r, t in rows:
         tt = f"{t:.2f}" if t is not None else ""

@@ -19,6 +19,7 @@ exactly is frozen, never guessed.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -265,7 +266,7 @@ class SpaceStore:
             return
         a, b = self.expand(a), self.expand(b)
         if isinstance(a, (Blk, Alt)) or isinstance(b, (Blk, Alt)):
-            raise AssertionError("stacked layouts must be collapsed before unification")
+            raise AssertionError("stacked layouts must be collapsed before unification")  # noqa: TRY004
         if isinstance(a, Leaf) and isinstance(b, Leaf):
             self.union(a.space, b.space)
         elif isinstance(a, Leaf):
@@ -362,8 +363,8 @@ class SpaceStore:
     def cut_many(self, lay: Layout, bounds: list[int], why: str) -> list[Layout]:
         """Cut an axis into consecutive blocks at the given offsets (0 and size included)."""
         total = self.size(lay)
-        bounds = sorted(set(b for b in bounds if 0 <= b <= total) | {0, total})
-        return [self.cut(lay, lo, hi, why) for lo, hi in zip(bounds, bounds[1:])]
+        bounds = sorted({b for b in bounds if 0 <= b <= total} | {0, total})
+        return [self.cut(lay, lo, hi, why) for lo, hi in itertools.pairwise(bounds)]
 
     def cut(self, lay: Layout, lo: int, hi: int, why: str) -> Layout:
         """The layout of positions [lo, hi) of an axis; the axis is refined into blocks."""

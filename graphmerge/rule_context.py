@@ -16,8 +16,16 @@ from torch import fx
 from graphmerge.layout import Alt, Blk, Layout, SpaceStore
 from graphmerge.program import AXES, PARAM_AXES, Program, Site
 
-__all__ = ["RuleContext", "NoLayout", "source_location", "module_path", "op_name",
-           "qualified_name", "is_tensor", "node_values"]
+__all__ = [
+    "NoLayout",
+    "RuleContext",
+    "is_tensor",
+    "module_path",
+    "node_values",
+    "op_name",
+    "qualified_name",
+    "source_location",
+]
 
 _PASSTHROUGH = {"permute", "transpose", "unsqueeze", "squeeze", "contiguous", "clone", "alias",
                 "_to_copy", "to", "detach", "expand", "t", "view", "reshape", "_unsafe_view",
@@ -184,7 +192,6 @@ class RuleContext:
 class NoLayout(Exception):
     """An argument has no layout (its producer was not annotated)."""
 
-    pass
 
 
 def _follow(user: fx.Node, node: fx.Node, d: int):

@@ -227,7 +227,7 @@ def _annotate_call(program: Program, node: fx.Node) -> None:
         result = rule.fn(cx)
     except NoLayout:
         result = None
-    except Exception as exc:  # a rule that cannot handle these arguments fails safe
+    except Exception as exc:  # noqa: BLE001 (a rule that cannot handle these arguments fails safe)
         program.unruled[(f"{qual} ({type(exc).__name__} in rule)", where)] += 1
         _freeze_unknown(program, node, f"rule for {qual} failed at {where}: {exc}")
         return

@@ -57,7 +57,7 @@ def _parents(program: Program, members: dict[int, list]) -> dict[int, tuple[int,
     """Spaces each group may nest in (see module docstring)."""
     store = program.store
     cand: dict[int, set[int]] = {}
-    for (param, axis), lay in program.axis_layouts.items():
+    for lay in program.axis_layouts.values():
         for leaf, co in _coindexed(lay, outer_only=True).items():
             cand.setdefault(leaf, set(co)).intersection_update(co)
     for node in program.traced.graph.nodes:

@@ -12,6 +12,7 @@ tails run on their own weights. A model merged with its shuffled copy is reprodu
 """
 from __future__ import annotations
 
+import functools
 import operator
 import re
 
@@ -24,7 +25,7 @@ from graphmerge.layout import Alt, Blk
 from graphmerge.passes.solve_groups import layout_unmerge
 from graphmerge.program import AXES, Program
 
-__all__ = ["stop_points", "build_partial"]
+__all__ = ["build_partial", "stop_points"]
 
 
 def _module_of(node: fx.Node) -> list[str]:
@@ -139,7 +140,7 @@ def _symbolic_graph(program: Program):
 
     try:
         dyn = trace(program.model, program.example_inputs, dynamic_batch=True)
-    except Exception as exc:  # keep the static graph: the module then has a fixed batch size
+    except Exception as exc:  # noqa: BLE001 (keep the static graph: the module then has a fixed batch size)
         warnings.warn(f"partial merge: no symbolic-batch trace ({exc}); the module keeps the "
                       "calibration batch size", stacklevel=3)
         return None
@@ -187,6 +188,9 @@ def build_partial(program: Program, merged_state: dict, states: list[dict], stop
             return b.graph.get_attr(node.target)
         raise KeyError(node.name)
 
+    def tail(env, state, i, n):
+        return lookup(n, env, state, f"tail{i}")
+
     trunk_env: dict = dict(inputs)
     for node in graph.nodes:
         if node in trunk:
@@ -217,8 +221,8 @@ def build_partial(program: Program, merged_state: dict, states: list[dict], stop
             env[f] = value
         for node in graph.nodes:
             if node.op == "call_function" and node not in trunk:
-                env[node] = b.graph.node_copy(node, lambda n: lookup(n, env, state, f"tail{i}"))
-        result = torch.fx.map_arg(out_node.args[0], lambda n: lookup(n, env, state, f"tail{i}"))
+                env[node] = b.graph.node_copy(node, functools.partial(tail, env, state, i))
+        result = torch.fx.map_arg(out_node.args[0], functools.partial(tail, env, state, i))
         leaves = list(result) if isinstance(result, (list, tuple)) else [result]
         outputs.append(leaves[0] if len(leaves) == 1 else tuple(leaves))
     if combine == "concat":

@@ -127,7 +127,7 @@ def test_round_trip_inspect_merge_export(tmp_path, weights, capsys):
     """inspect -> merge (YAML, with --onnx) -> export: the files load and run."""
     import onnxruntime
 
-    a, b, tiny_cnn = weights
+    _, _, tiny_cnn = weights
     build = f"{EXAMPLES / 'tiny_cnn.py'}:build"
     assert main(["inspect", build, "--input-shape", "2,3,16,16", "--graph",
                  str(tmp_path / "groups")]) == 0

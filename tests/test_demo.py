@@ -15,7 +15,7 @@ def test_demo_report_and_picture(tmp_path):
 
 
 def test_demo_cli(tmp_path, capsys, monkeypatch):
-    import graphmerge.demo as demo
+    from graphmerge import demo
 
     monkeypatch.setattr(demo, "run_demo", lambda *a, **k: "demo report")
     assert main(["demo", "--arch", "mlp", "--out", str(tmp_path), "--no-progress"]) == 0

@@ -1,9 +1,9 @@
 """gm.export_onnx: every zoo model, merged, exports; onnxruntime matches torch at two batch sizes."""
 import pytest
 import torch
+from zoo import ZOO
 
 import graphmerge as gm
-from zoo import ZOO
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

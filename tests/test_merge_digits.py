@@ -8,8 +8,15 @@ import pytest
 import torch
 
 import graphmerge as gm
-from graphmerge.tasks import (CNNEmbed, MLPEmbed, calibration_batches, digits_split,
-                              ensemble_evaluate, evaluate, train)
+from graphmerge.tasks import (
+    CNNEmbed,
+    MLPEmbed,
+    calibration_batches,
+    digits_split,
+    ensemble_evaluate,
+    evaluate,
+    train,
+)
 
 MARGIN = 0.10  # joint accuracy points over plain averaging
 

@@ -2,14 +2,21 @@
 a model merged with its shuffled copy comes back, for every method."""
 import pytest
 import torch
-from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
-                          GPT2ForSequenceClassification, LlamaConfig,
-                          LlamaForSequenceClassification, ViTConfig, ViTForImageClassification)
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 import graphmerge as gm
 from graphmerge.tasks import random_batches
 
-SMALL = dict(num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+SMALL = {"num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 
 
 def _bert():

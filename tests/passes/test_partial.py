@@ -1,13 +1,13 @@
 """Partial merges: merged trunk, per-model tails, as one GraphModule."""
 import pytest
 import torch
+from test_merge import _plain_init, calibration
+from zoo import ZOO, call
 
 import graphmerge as gm
 from graphmerge.api import compile_program
 from graphmerge.merge import stop_points
 from graphmerge.tasks import CNNEmbed, calibration_batches, digits_split, evaluate, train
-from test_merge import _plain_init, calibration
-from zoo import ZOO, call
 
 
 def _points(name):
@@ -65,8 +65,8 @@ def test_partial_keeps_task_accuracy_at_least_the_full_merge():
     cal = calibration_batches(data)
     full = evaluate(gm.merge([a, b], cal, method="mudsc", progress=False), data)
     part = gm.merge([a, b], cal, method="mudsc", stop_at="conv1", progress=False)
-    tail_a = lambda x: part(x)[0]  # noqa: E731
-    tail_b = lambda x: part(x)[1]  # noqa: E731
+    tail_a = lambda x: part(x)[0]
+    tail_b = lambda x: part(x)[1]
     acc_a = evaluate(_Wrap(tail_a), data)["task_a"]
     acc_b = evaluate(_Wrap(tail_b), data)["task_b"]
     assert acc_a >= full["task_a"] - 1e-9 and acc_b >= full["task_b"] - 1e-9, (acc_a, acc_b, full)

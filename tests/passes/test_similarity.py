@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from graphmerge.passes.matchers.similarity import (
     correlation_from_moments,
     inner_product_cost,
