@@ -74,13 +74,25 @@ def measure(name: str, repeats: int) -> dict:
     }
 
 
-COLUMNS = ["model", "params", "groups", "free", "trace s", "infer s", "verify s",
-           "verify forwards", "total s", "verify / (trace + infer)"]
+COLUMNS = [
+    "model",
+    "params",
+    "groups",
+    "free",
+    "trace s",
+    "infer s",
+    "verify s",
+    "verify forwards",
+    "total s",
+    "verify / (trace + infer)",
+]
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|",
+    ]
     for r in rows:
         params = f"{r['params'] / 1e6:.2f}M" if r["params"] >= 1e5 else f"{r['params'] / 1e3:.1f}k"
         share = r["verify"] / (r["trace"] + r["infer"])
@@ -97,11 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.analysis_speed", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--models", default=",".join(known),
-                        help=f"comma-separated (default: all zoo models and {BERT})")
+    parser.add_argument(
+        "--models",
+        default=",".join(known),
+        help=f"comma-separated (default: all zoo models and {BERT})",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per model; fastest shown")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch and BLAS (numpy/scipy) threads (default: their own)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and BLAS (numpy/scipy) threads (default: their own)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         limit_threads(args.threads)
@@ -114,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m benchmarks.analysis_speed" + (
         " " + " ".join(argv if argv is not None else sys.argv[1:])
-        if (argv if argv is not None else sys.argv[1:]) else "")
+        if (argv if argv is not None else sys.argv[1:])
+        else ""
+    )
     print(f"command: `{command}`")
     print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"machine: {machine()}")
-    print(f"setting: gm.analyze on each zoo model's example inputs; {BERT} = "
-          f"BertForSequenceClassification 12 layers, hidden 128, 4 heads, FFN 512, batch 8 x "
-          f"seq 32; best of {args.repeats}; BLAS threads: {blas_threads()}; load average "
-          f"{os.getloadavg()[0]:.1f}\n", flush=True)
+    print(
+        f"setting: gm.analyze on each zoo model's example inputs; {BERT} = "
+        f"BertForSequenceClassification 12 layers, hidden 128, 4 heads, FFN 512, batch 8 x "
+        f"seq 32; best of {args.repeats}; BLAS threads: {blas_threads()}; load average "
+        f"{os.getloadavg()[0]:.1f}\n",
+        flush=True,
+    )
 
     build, example = known["mlp"]
     gm.analyze(build(), example())  # warm-up: lazy imports out of the first row
@@ -131,17 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         row = measure(name, args.repeats)
         rows.append(row)
-        print(f"  {name:18s} total {row['total']:.3f}s (trace {row['trace']:.3f}, infer "
-              f"{row['infer']:.3f}, verify {row['verify']:.3f}); runs "
-              f"{', '.join(f'{w:.3f}' for w in row['walls'])}", file=sys.stderr, flush=True)
+        print(
+            f"  {name:18s} total {row['total']:.3f}s (trace {row['trace']:.3f}, infer "
+            f"{row['infer']:.3f}, verify {row['verify']:.3f}); runs "
+            f"{', '.join(f'{w:.3f}' for w in row['walls'])}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(table(rows))
     trace = sum(r["trace"] for r in rows)
     infer = sum(r["infer"] for r in rows)
     verify = sum(r["verify"] for r in rows)
-    print(f"\nsum over models: trace {trace:.3f}s, infer {infer:.3f}s, verify {verify:.3f}s "
-          f"(verify = {100 * verify / (trace + infer):.0f}% of trace + infer). benchmark wall "
-          f"{time.perf_counter() - start:.0f}s; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores")
+    print(
+        f"\nsum over models: trace {trace:.3f}s, infer {infer:.3f}s, verify {verify:.3f}s "
+        f"(verify = {100 * verify / (trace + infer):.0f}% of trace + infer). benchmark wall "
+        f"{time.perf_counter() - start:.0f}s; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores"
+    )
     return 0
 
 

@@ -91,8 +91,13 @@ class Arch:
 def _text(**kw) -> dict:
     """Common tiny-text-model kwargs (BERT-style names), updated with `kw`."""
     base = dict(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=INTER, max_position_embeddings=64, num_labels=LABELS,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=INTER,
+        max_position_embeddings=64,
+        num_labels=LABELS,
     )
     base.update(kw)
     return base
@@ -100,244 +105,940 @@ def _text(**kw) -> dict:
 
 def _decoder(**kw) -> dict:
     """Tiny decoder kwargs (Llama-style names) with pad/bos/eos ids for sequence classification."""
-    base = _text(pad_token_id=0, bos_token_id=1, eos_token_id=2, use_cache=False,
-                 tie_word_embeddings=False)
+    base = _text(
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, use_cache=False, tie_word_embeddings=False
+    )
     base.update(kw)
     return base
 
 
 _SEQ2SEQ = dict(
-    vocab_size=VOCAB, d_model=HIDDEN, encoder_layers=1, decoder_layers=1,
-    encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=INTER,
-    decoder_ffn_dim=INTER, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
-    eos_token_id=2, decoder_start_token_id=2, use_cache=False, num_labels=LABELS,
+    vocab_size=VOCAB,
+    d_model=HIDDEN,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=HEADS,
+    decoder_attention_heads=HEADS,
+    encoder_ffn_dim=INTER,
+    decoder_ffn_dim=INTER,
+    max_position_embeddings=64,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    decoder_start_token_id=2,
+    use_cache=False,
+    num_labels=LABELS,
 )
 
 ARCHS: list[Arch] = [
     # ---- text encoders
     Arch("bert-cls", "encoder", "BertForSequenceClassification", "BertConfig", _text(), "text"),
-    Arch("bert-cls-sdpa", "encoder", "BertForSequenceClassification", "BertConfig", _text(),
-         "text", attn="sdpa", note="SDPA attention kernel"),
-    Arch("bert-base", "encoder", "BertModel", "BertConfig", _text(), "text",
-         note="base model: the residual stream is the output"),
-    Arch("roberta-cls", "encoder", "RobertaForSequenceClassification", "RobertaConfig",
-         _text(pad_token_id=1, max_position_embeddings=66), "text"),
-    Arch("distilbert-cls", "encoder", "DistilBertForSequenceClassification", "DistilBertConfig",
-         dict(vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=INTER,
-              max_position_embeddings=64, num_labels=LABELS), "text"),
-    Arch("albert-cls", "encoder", "AlbertForSequenceClassification", "AlbertConfig",
-         _text(embedding_size=16), "text", note="factorized embedding, shared layers"),
-    Arch("electra-cls", "encoder", "ElectraForSequenceClassification", "ElectraConfig",
-         _text(embedding_size=16), "text", note="embedding projection"),
-    Arch("deberta-v2-cls", "encoder", "DebertaV2ForSequenceClassification", "DebertaV2Config",
-         _text(relative_attention=True, position_buckets=16, max_relative_positions=32,
-               pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", share_att_key=True,
-               pooler_hidden_size=HIDDEN), "text", note="disentangled relative attention"),
-    Arch("mpnet-cls", "encoder", "MPNetForSequenceClassification", "MPNetConfig",
-         _text(pad_token_id=1, max_position_embeddings=66), "text",
-         note="relative position bias"),
-    Arch("xlm-roberta-cls", "encoder", "XLMRobertaForSequenceClassification", "XLMRobertaConfig",
-         _text(pad_token_id=1, max_position_embeddings=66), "text"),
-    Arch("modernbert-cls", "encoder", "ModernBertForSequenceClassification", "ModernBertConfig",
-         _text(pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2,
-               global_attn_every_n_layers=2, local_attention=4), "text",
-         note="GeGLU, rotary, local/global attention"),
+    Arch(
+        "bert-cls-sdpa",
+        "encoder",
+        "BertForSequenceClassification",
+        "BertConfig",
+        _text(),
+        "text",
+        attn="sdpa",
+        note="SDPA attention kernel",
+    ),
+    Arch(
+        "bert-base",
+        "encoder",
+        "BertModel",
+        "BertConfig",
+        _text(),
+        "text",
+        note="base model: the residual stream is the output",
+    ),
+    Arch(
+        "roberta-cls",
+        "encoder",
+        "RobertaForSequenceClassification",
+        "RobertaConfig",
+        _text(pad_token_id=1, max_position_embeddings=66),
+        "text",
+    ),
+    Arch(
+        "distilbert-cls",
+        "encoder",
+        "DistilBertForSequenceClassification",
+        "DistilBertConfig",
+        dict(
+            vocab_size=VOCAB,
+            dim=HIDDEN,
+            n_layers=LAYERS,
+            n_heads=HEADS,
+            hidden_dim=INTER,
+            max_position_embeddings=64,
+            num_labels=LABELS,
+        ),
+        "text",
+    ),
+    Arch(
+        "albert-cls",
+        "encoder",
+        "AlbertForSequenceClassification",
+        "AlbertConfig",
+        _text(embedding_size=16),
+        "text",
+        note="factorized embedding, shared layers",
+    ),
+    Arch(
+        "electra-cls",
+        "encoder",
+        "ElectraForSequenceClassification",
+        "ElectraConfig",
+        _text(embedding_size=16),
+        "text",
+        note="embedding projection",
+    ),
+    Arch(
+        "deberta-v2-cls",
+        "encoder",
+        "DebertaV2ForSequenceClassification",
+        "DebertaV2Config",
+        _text(
+            relative_attention=True,
+            position_buckets=16,
+            max_relative_positions=32,
+            pos_att_type=["p2c", "c2p"],
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+            pooler_hidden_size=HIDDEN,
+        ),
+        "text",
+        note="disentangled relative attention",
+    ),
+    Arch(
+        "mpnet-cls",
+        "encoder",
+        "MPNetForSequenceClassification",
+        "MPNetConfig",
+        _text(pad_token_id=1, max_position_embeddings=66),
+        "text",
+        note="relative position bias",
+    ),
+    Arch(
+        "xlm-roberta-cls",
+        "encoder",
+        "XLMRobertaForSequenceClassification",
+        "XLMRobertaConfig",
+        _text(pad_token_id=1, max_position_embeddings=66),
+        "text",
+    ),
+    Arch(
+        "modernbert-cls",
+        "encoder",
+        "ModernBertForSequenceClassification",
+        "ModernBertConfig",
+        _text(
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
+            global_attn_every_n_layers=2,
+            local_attention=4,
+        ),
+        "text",
+        note="GeGLU, rotary, local/global attention",
+    ),
     # ---- decoders
-    Arch("gpt2-cls", "decoder", "GPT2ForSequenceClassification", "GPT2Config",
-         dict(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=64,
-              num_labels=LABELS, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-              use_cache=False), "text", note="Conv1D (addmm)"),
-    Arch("gpt2-base", "decoder", "GPT2Model", "GPT2Config",
-         dict(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=64,
-              use_cache=False), "text", note="base model"),
-    Arch("gpt-neo-cls", "decoder", "GPTNeoForSequenceClassification", "GPTNeoConfig",
-         dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
-              intermediate_size=INTER, attention_types=[[["global", "local"], 1]],
-              window_size=4, max_position_embeddings=64, num_labels=LABELS, pad_token_id=0,
-              bos_token_id=1, eos_token_id=2, use_cache=False), "text",
-         note="local attention layers"),
-    Arch("gptj-cls", "decoder", "GPTJForSequenceClassification", "GPTJConfig",
-         dict(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, rotary_dim=4,
-              n_inner=INTER, n_positions=64, num_labels=LABELS, pad_token_id=0, bos_token_id=1,
-              eos_token_id=2, use_cache=False, tie_word_embeddings=False), "text",
-         note="interleaved partial rotary, parallel attn+MLP"),
-    Arch("gpt-neox-cls", "decoder", "GPTNeoXForSequenceClassification", "GPTNeoXConfig",
-         _decoder(rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                   "partial_rotary_factor": 0.25}), "text",
-         note="partial rotary, parallel residual, fused qkv"),
-    Arch("opt-cls", "decoder", "OPTForSequenceClassification", "OPTConfig",
-         dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-              num_attention_heads=HEADS, ffn_dim=INTER, word_embed_proj_dim=HIDDEN,
-              max_position_embeddings=64, num_labels=LABELS, pad_token_id=0, bos_token_id=1,
-              eos_token_id=2, use_cache=False), "text", note="learned positions with offset"),
-    Arch("bloom-cls", "decoder", "BloomForSequenceClassification", "BloomConfig",
-         dict(vocab_size=VOCAB, hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS,
-              num_labels=LABELS, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-              use_cache=False), "text", note="alibi, fused qkv per head"),
-    Arch("falcon-cls", "decoder", "FalconForSequenceClassification", "FalconConfig",
-         _decoder(parallel_attn=True, multi_query=True, new_decoder_architecture=False,
-                  alibi=False, bias=False), "text", note="parallel attn+MLP, multi-query"),
-    Arch("llama-cls", "decoder", "LlamaForSequenceClassification", "LlamaConfig",
-         _decoder(num_key_value_heads=2), "text", note="GQA, rotary, SwiGLU, RMSNorm"),
-    Arch("llama-cls-sdpa", "decoder", "LlamaForSequenceClassification", "LlamaConfig",
-         _decoder(num_key_value_heads=2), "text", attn="sdpa", note="SDPA with GQA"),
-    Arch("llama-lm", "decoder", "LlamaForCausalLM", "LlamaConfig",
-         _decoder(num_key_value_heads=2), "text", note="LM head"),
-    Arch("mistral-cls", "decoder", "MistralForSequenceClassification", "MistralConfig",
-         _decoder(num_key_value_heads=2, sliding_window=4), "text", note="sliding window"),
-    Arch("qwen2-cls", "decoder", "Qwen2ForSequenceClassification", "Qwen2Config",
-         _decoder(num_key_value_heads=2), "text", note="qkv bias"),
-    Arch("qwen3-cls", "decoder", "Qwen3ForSequenceClassification", "Qwen3Config",
-         _decoder(num_key_value_heads=2, head_dim=8), "text", note="q/k RMSNorm per head"),
-    Arch("phi-cls", "decoder", "PhiForSequenceClassification", "PhiConfig",
-         _decoder(rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                   "partial_rotary_factor": 0.5}), "text",
-         note="partial rotary, parallel attn+MLP"),
-    Arch("phi3-cls", "decoder", "Phi3ForSequenceClassification", "Phi3Config",
-         _decoder(num_key_value_heads=2), "text", note="fused qkv and gate_up"),
-    Arch("gemma-cls", "decoder", "GemmaForSequenceClassification", "GemmaConfig",
-         _decoder(num_key_value_heads=1, head_dim=8), "text",
-         note="multi-query, (1 + w) RMSNorm, scaled embedding"),
-    Arch("gemma2-cls", "decoder", "Gemma2ForSequenceClassification", "Gemma2Config",
-         _decoder(num_key_value_heads=2, head_dim=8, sliding_window=4), "text",
-         note="logit soft-capping, sandwich norms"),
-    Arch("stablelm-cls", "decoder", "StableLmForSequenceClassification", "StableLmConfig",
-         _decoder(num_key_value_heads=4), "text", note="partial rotary, LayerNorm"),
-    Arch("olmo2-cls", "decoder", "Olmo2ForSequenceClassification", "Olmo2Config",
-         _decoder(num_key_value_heads=2), "text", note="q/k RMSNorm over all heads"),
-    Arch("mpt-cls", "decoder", "MptForSequenceClassification", "MptConfig",
-         dict(vocab_size=VOCAB, d_model=HIDDEN, n_heads=HEADS, n_layers=LAYERS,
-              expansion_ratio=2, max_seq_len=64, num_labels=LABELS, pad_token_id=0,
-              bos_token_id=1, eos_token_id=2, use_cache=False), "text",
-         note="alibi, no biases"),
-    Arch("codegen-lm", "decoder", "CodeGenForCausalLM", "CodeGenConfig",
-         dict(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, rotary_dim=4,
-              n_inner=INTER, n_positions=64, n_ctx=64, pad_token_id=0, bos_token_id=1,
-              eos_token_id=2, use_cache=False, tie_word_embeddings=False), "text",
-         note="fused qkv in mp_num blocks, partial rotary"),
+    Arch(
+        "gpt2-cls",
+        "decoder",
+        "GPT2ForSequenceClassification",
+        "GPT2Config",
+        dict(
+            vocab_size=VOCAB,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            n_positions=64,
+            num_labels=LABELS,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+        ),
+        "text",
+        note="Conv1D (addmm)",
+    ),
+    Arch(
+        "gpt2-base",
+        "decoder",
+        "GPT2Model",
+        "GPT2Config",
+        dict(
+            vocab_size=VOCAB,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            n_positions=64,
+            use_cache=False,
+        ),
+        "text",
+        note="base model",
+    ),
+    Arch(
+        "gpt-neo-cls",
+        "decoder",
+        "GPTNeoForSequenceClassification",
+        "GPTNeoConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            intermediate_size=INTER,
+            attention_types=[[["global", "local"], 1]],
+            window_size=4,
+            max_position_embeddings=64,
+            num_labels=LABELS,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+        ),
+        "text",
+        note="local attention layers",
+    ),
+    Arch(
+        "gptj-cls",
+        "decoder",
+        "GPTJForSequenceClassification",
+        "GPTJConfig",
+        dict(
+            vocab_size=VOCAB,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            rotary_dim=4,
+            n_inner=INTER,
+            n_positions=64,
+            num_labels=LABELS,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+            tie_word_embeddings=False,
+        ),
+        "text",
+        note="interleaved partial rotary, parallel attn+MLP",
+    ),
+    Arch(
+        "gpt-neox-cls",
+        "decoder",
+        "GPTNeoXForSequenceClassification",
+        "GPTNeoXConfig",
+        _decoder(
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": 0.25,
+            }
+        ),
+        "text",
+        note="partial rotary, parallel residual, fused qkv",
+    ),
+    Arch(
+        "opt-cls",
+        "decoder",
+        "OPTForSequenceClassification",
+        "OPTConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            ffn_dim=INTER,
+            word_embed_proj_dim=HIDDEN,
+            max_position_embeddings=64,
+            num_labels=LABELS,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+        ),
+        "text",
+        note="learned positions with offset",
+    ),
+    Arch(
+        "bloom-cls",
+        "decoder",
+        "BloomForSequenceClassification",
+        "BloomConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            num_labels=LABELS,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+        ),
+        "text",
+        note="alibi, fused qkv per head",
+    ),
+    Arch(
+        "falcon-cls",
+        "decoder",
+        "FalconForSequenceClassification",
+        "FalconConfig",
+        _decoder(
+            parallel_attn=True,
+            multi_query=True,
+            new_decoder_architecture=False,
+            alibi=False,
+            bias=False,
+        ),
+        "text",
+        note="parallel attn+MLP, multi-query",
+    ),
+    Arch(
+        "llama-cls",
+        "decoder",
+        "LlamaForSequenceClassification",
+        "LlamaConfig",
+        _decoder(num_key_value_heads=2),
+        "text",
+        note="GQA, rotary, SwiGLU, RMSNorm",
+    ),
+    Arch(
+        "llama-cls-sdpa",
+        "decoder",
+        "LlamaForSequenceClassification",
+        "LlamaConfig",
+        _decoder(num_key_value_heads=2),
+        "text",
+        attn="sdpa",
+        note="SDPA with GQA",
+    ),
+    Arch(
+        "llama-lm",
+        "decoder",
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        _decoder(num_key_value_heads=2),
+        "text",
+        note="LM head",
+    ),
+    Arch(
+        "mistral-cls",
+        "decoder",
+        "MistralForSequenceClassification",
+        "MistralConfig",
+        _decoder(num_key_value_heads=2, sliding_window=4),
+        "text",
+        note="sliding window",
+    ),
+    Arch(
+        "qwen2-cls",
+        "decoder",
+        "Qwen2ForSequenceClassification",
+        "Qwen2Config",
+        _decoder(num_key_value_heads=2),
+        "text",
+        note="qkv bias",
+    ),
+    Arch(
+        "qwen3-cls",
+        "decoder",
+        "Qwen3ForSequenceClassification",
+        "Qwen3Config",
+        _decoder(num_key_value_heads=2, head_dim=8),
+        "text",
+        note="q/k RMSNorm per head",
+    ),
+    Arch(
+        "phi-cls",
+        "decoder",
+        "PhiForSequenceClassification",
+        "PhiConfig",
+        _decoder(
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": 0.5,
+            }
+        ),
+        "text",
+        note="partial rotary, parallel attn+MLP",
+    ),
+    Arch(
+        "phi3-cls",
+        "decoder",
+        "Phi3ForSequenceClassification",
+        "Phi3Config",
+        _decoder(num_key_value_heads=2),
+        "text",
+        note="fused qkv and gate_up",
+    ),
+    Arch(
+        "gemma-cls",
+        "decoder",
+        "GemmaForSequenceClassification",
+        "GemmaConfig",
+        _decoder(num_key_value_heads=1, head_dim=8),
+        "text",
+        note="multi-query, (1 + w) RMSNorm, scaled embedding",
+    ),
+    Arch(
+        "gemma2-cls",
+        "decoder",
+        "Gemma2ForSequenceClassification",
+        "Gemma2Config",
+        _decoder(num_key_value_heads=2, head_dim=8, sliding_window=4),
+        "text",
+        note="logit soft-capping, sandwich norms",
+    ),
+    Arch(
+        "stablelm-cls",
+        "decoder",
+        "StableLmForSequenceClassification",
+        "StableLmConfig",
+        _decoder(num_key_value_heads=4),
+        "text",
+        note="partial rotary, LayerNorm",
+    ),
+    Arch(
+        "olmo2-cls",
+        "decoder",
+        "Olmo2ForSequenceClassification",
+        "Olmo2Config",
+        _decoder(num_key_value_heads=2),
+        "text",
+        note="q/k RMSNorm over all heads",
+    ),
+    Arch(
+        "mpt-cls",
+        "decoder",
+        "MptForSequenceClassification",
+        "MptConfig",
+        dict(
+            vocab_size=VOCAB,
+            d_model=HIDDEN,
+            n_heads=HEADS,
+            n_layers=LAYERS,
+            expansion_ratio=2,
+            max_seq_len=64,
+            num_labels=LABELS,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+        ),
+        "text",
+        note="alibi, no biases",
+    ),
+    Arch(
+        "codegen-lm",
+        "decoder",
+        "CodeGenForCausalLM",
+        "CodeGenConfig",
+        dict(
+            vocab_size=VOCAB,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            rotary_dim=4,
+            n_inner=INTER,
+            n_positions=64,
+            n_ctx=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+            tie_word_embeddings=False,
+        ),
+        "text",
+        note="fused qkv in mp_num blocks, partial rotary",
+    ),
     # ---- encoder-decoders
-    Arch("t5-lm", "enc-dec", "T5ForConditionalGeneration", "T5Config",
-         dict(vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=INTER, num_layers=1,
-              num_decoder_layers=1, num_heads=HEADS, relative_attention_num_buckets=8,
-              relative_attention_max_distance=16, pad_token_id=0, eos_token_id=2,
-              decoder_start_token_id=0, use_cache=False, tie_word_embeddings=False),
-         "seq2seq", note="relative position buckets, RMSNorm"),
-    Arch("t5-encoder", "enc-dec", "T5EncoderModel", "T5Config",
-         dict(vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=INTER, num_layers=LAYERS,
-              num_heads=HEADS, relative_attention_num_buckets=8,
-              relative_attention_max_distance=16, pad_token_id=0, eos_token_id=2,
-              use_cache=False), "text", note="base encoder"),
-    Arch("bart-lm", "enc-dec", "BartForConditionalGeneration", "BartConfig", dict(_SEQ2SEQ),
-         "seq2seq", note="tied LM head, final_logits_bias"),
-    Arch("pegasus-lm", "enc-dec", "PegasusForConditionalGeneration", "PegasusConfig",
-         dict(_SEQ2SEQ), "seq2seq", note="sinusoidal positions, pre-norm"),
-    Arch("marian-mt", "enc-dec", "MarianMTModel", "MarianConfig",
-         dict(_SEQ2SEQ, decoder_vocab_size=VOCAB), "seq2seq", note="sinusoidal positions"),
+    Arch(
+        "t5-lm",
+        "enc-dec",
+        "T5ForConditionalGeneration",
+        "T5Config",
+        dict(
+            vocab_size=VOCAB,
+            d_model=HIDDEN,
+            d_kv=8,
+            d_ff=INTER,
+            num_layers=1,
+            num_decoder_layers=1,
+            num_heads=HEADS,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            pad_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=0,
+            use_cache=False,
+            tie_word_embeddings=False,
+        ),
+        "seq2seq",
+        note="relative position buckets, RMSNorm",
+    ),
+    Arch(
+        "t5-encoder",
+        "enc-dec",
+        "T5EncoderModel",
+        "T5Config",
+        dict(
+            vocab_size=VOCAB,
+            d_model=HIDDEN,
+            d_kv=8,
+            d_ff=INTER,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            pad_token_id=0,
+            eos_token_id=2,
+            use_cache=False,
+        ),
+        "text",
+        note="base encoder",
+    ),
+    Arch(
+        "bart-lm",
+        "enc-dec",
+        "BartForConditionalGeneration",
+        "BartConfig",
+        dict(_SEQ2SEQ),
+        "seq2seq",
+        note="tied LM head, final_logits_bias",
+    ),
+    Arch(
+        "pegasus-lm",
+        "enc-dec",
+        "PegasusForConditionalGeneration",
+        "PegasusConfig",
+        dict(_SEQ2SEQ),
+        "seq2seq",
+        note="sinusoidal positions, pre-norm",
+    ),
+    Arch(
+        "marian-mt",
+        "enc-dec",
+        "MarianMTModel",
+        "MarianConfig",
+        dict(_SEQ2SEQ, decoder_vocab_size=VOCAB),
+        "seq2seq",
+        note="sinusoidal positions",
+    ),
     # ---- vision
-    Arch("vit-cls", "vision", "ViTForImageClassification", "ViTConfig",
-         dict(image_size=IMAGE, patch_size=8, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-              num_attention_heads=HEADS, intermediate_size=INTER, num_labels=LABELS), "image"),
-    Arch("vit-cls-sdpa", "vision", "ViTForImageClassification", "ViTConfig",
-         dict(image_size=IMAGE, patch_size=8, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-              num_attention_heads=HEADS, intermediate_size=INTER, num_labels=LABELS), "image",
-         attn="sdpa", note="SDPA"),
-    Arch("deit-cls", "vision", "DeiTForImageClassification", "DeiTConfig",
-         dict(image_size=IMAGE, patch_size=8, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-              num_attention_heads=HEADS, intermediate_size=INTER, num_labels=LABELS), "image"),
-    Arch("beit-cls", "vision", "BeitForImageClassification", "BeitConfig",
-         dict(image_size=IMAGE, patch_size=8, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-              num_attention_heads=HEADS, intermediate_size=INTER, num_labels=LABELS,
-              use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.1,
-              vocab_size=VOCAB), "image", note="relative position bias, layer scale, mean pool"),
-    Arch("dinov2-cls", "vision", "Dinov2ForImageClassification", "Dinov2Config",
-         dict(image_size=IMAGE, patch_size=8, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-              num_attention_heads=HEADS, mlp_ratio=2, num_labels=LABELS), "image",
-         note="layer scale, interpolated positions, cls+mean head"),
-    Arch("swin-cls", "vision", "SwinForImageClassification", "SwinConfig",
-         dict(image_size=IMAGE, patch_size=2, embed_dim=16, depths=[2, 1], num_heads=[2, 4],
-              window_size=4, mlp_ratio=2.0, num_labels=LABELS), "image",
-         note="shifted windows (roll), patch merging"),
-    Arch("convnext-cls", "vision", "ConvNextForImageClassification", "ConvNextConfig",
-         dict(num_channels=3, patch_size=4, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
-              num_labels=LABELS, image_size=IMAGE), "image",
-         attn=None, note="depthwise conv, channels-last LayerNorm, layer scale"),
-    Arch("convnextv2-cls", "vision", "ConvNextV2ForImageClassification", "ConvNextV2Config",
-         dict(num_channels=3, patch_size=4, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
-              num_labels=LABELS, image_size=IMAGE), "image",
-         attn=None, note="global response normalization"),
-    Arch("resnet-cls", "vision", "ResNetForImageClassification", "ResNetConfig",
-         dict(num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
-              layer_type="bottleneck", num_labels=LABELS), "image",
-         attn=None, note="bottleneck, BatchNorm, projection shortcut"),
-    Arch("regnet-cls", "vision", "RegNetForImageClassification", "RegNetConfig",
-         dict(num_channels=3, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
-              groups_width=8, layer_type="y", num_labels=LABELS), "image",
-         attn=None, note="grouped conv, squeeze-excite"),
-    Arch("mobilenetv2-cls", "vision", "MobileNetV2ForImageClassification", "MobileNetV2Config",
-         dict(num_channels=3, image_size=IMAGE, depth_multiplier=0.25, num_labels=LABELS),
-         "image", attn=None, note="inverted residual, depthwise, ReLU6, TF padding"),
-    Arch("efficientnet-cls", "vision", "EfficientNetForImageClassification",
-         "EfficientNetConfig",
-         dict(num_channels=3, image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.25,
-              hidden_dim=320, num_labels=LABELS), "image", attn=None,
-         note="MBConv, squeeze-excite, swish"),
-    Arch("poolformer-cls", "vision", "PoolFormerForImageClassification", "PoolFormerConfig",
-         dict(num_channels=3, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1],
-              num_labels=LABELS), "image", attn=None,
-         note="avg-pool token mixer, GroupNorm(1), layer scale"),
-    Arch("segformer-cls", "vision", "SegformerForImageClassification", "SegformerConfig",
-         dict(num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
-              hidden_sizes=[16, 32], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
-              patch_sizes=[7, 3], strides=[4, 2], decoder_hidden_size=32,
-              num_labels=LABELS), "image", attn=None,
-         note="spatial-reduction attention, Mix-FFN depthwise conv"),
+    Arch(
+        "vit-cls",
+        "vision",
+        "ViTForImageClassification",
+        "ViTConfig",
+        dict(
+            image_size=IMAGE,
+            patch_size=8,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=INTER,
+            num_labels=LABELS,
+        ),
+        "image",
+    ),
+    Arch(
+        "vit-cls-sdpa",
+        "vision",
+        "ViTForImageClassification",
+        "ViTConfig",
+        dict(
+            image_size=IMAGE,
+            patch_size=8,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=INTER,
+            num_labels=LABELS,
+        ),
+        "image",
+        attn="sdpa",
+        note="SDPA",
+    ),
+    Arch(
+        "deit-cls",
+        "vision",
+        "DeiTForImageClassification",
+        "DeiTConfig",
+        dict(
+            image_size=IMAGE,
+            patch_size=8,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=INTER,
+            num_labels=LABELS,
+        ),
+        "image",
+    ),
+    Arch(
+        "beit-cls",
+        "vision",
+        "BeitForImageClassification",
+        "BeitConfig",
+        dict(
+            image_size=IMAGE,
+            patch_size=8,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=INTER,
+            num_labels=LABELS,
+            use_relative_position_bias=True,
+            use_mean_pooling=True,
+            layer_scale_init_value=0.1,
+            vocab_size=VOCAB,
+        ),
+        "image",
+        note="relative position bias, layer scale, mean pool",
+    ),
+    Arch(
+        "dinov2-cls",
+        "vision",
+        "Dinov2ForImageClassification",
+        "Dinov2Config",
+        dict(
+            image_size=IMAGE,
+            patch_size=8,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            mlp_ratio=2,
+            num_labels=LABELS,
+        ),
+        "image",
+        note="layer scale, interpolated positions, cls+mean head",
+    ),
+    Arch(
+        "swin-cls",
+        "vision",
+        "SwinForImageClassification",
+        "SwinConfig",
+        dict(
+            image_size=IMAGE,
+            patch_size=2,
+            embed_dim=16,
+            depths=[2, 1],
+            num_heads=[2, 4],
+            window_size=4,
+            mlp_ratio=2.0,
+            num_labels=LABELS,
+        ),
+        "image",
+        note="shifted windows (roll), patch merging",
+    ),
+    Arch(
+        "convnext-cls",
+        "vision",
+        "ConvNextForImageClassification",
+        "ConvNextConfig",
+        dict(
+            num_channels=3,
+            patch_size=4,
+            num_stages=2,
+            hidden_sizes=[16, 32],
+            depths=[1, 1],
+            num_labels=LABELS,
+            image_size=IMAGE,
+        ),
+        "image",
+        attn=None,
+        note="depthwise conv, channels-last LayerNorm, layer scale",
+    ),
+    Arch(
+        "convnextv2-cls",
+        "vision",
+        "ConvNextV2ForImageClassification",
+        "ConvNextV2Config",
+        dict(
+            num_channels=3,
+            patch_size=4,
+            num_stages=2,
+            hidden_sizes=[16, 32],
+            depths=[1, 1],
+            num_labels=LABELS,
+            image_size=IMAGE,
+        ),
+        "image",
+        attn=None,
+        note="global response normalization",
+    ),
+    Arch(
+        "resnet-cls",
+        "vision",
+        "ResNetForImageClassification",
+        "ResNetConfig",
+        dict(
+            num_channels=3,
+            embedding_size=16,
+            hidden_sizes=[16, 32],
+            depths=[1, 1],
+            layer_type="bottleneck",
+            num_labels=LABELS,
+        ),
+        "image",
+        attn=None,
+        note="bottleneck, BatchNorm, projection shortcut",
+    ),
+    Arch(
+        "regnet-cls",
+        "vision",
+        "RegNetForImageClassification",
+        "RegNetConfig",
+        dict(
+            num_channels=3,
+            embedding_size=16,
+            hidden_sizes=[16, 32],
+            depths=[1, 1],
+            groups_width=8,
+            layer_type="y",
+            num_labels=LABELS,
+        ),
+        "image",
+        attn=None,
+        note="grouped conv, squeeze-excite",
+    ),
+    Arch(
+        "mobilenetv2-cls",
+        "vision",
+        "MobileNetV2ForImageClassification",
+        "MobileNetV2Config",
+        dict(num_channels=3, image_size=IMAGE, depth_multiplier=0.25, num_labels=LABELS),
+        "image",
+        attn=None,
+        note="inverted residual, depthwise, ReLU6, TF padding",
+    ),
+    Arch(
+        "efficientnet-cls",
+        "vision",
+        "EfficientNetForImageClassification",
+        "EfficientNetConfig",
+        dict(
+            num_channels=3,
+            image_size=IMAGE,
+            width_coefficient=0.25,
+            depth_coefficient=0.25,
+            hidden_dim=320,
+            num_labels=LABELS,
+        ),
+        "image",
+        attn=None,
+        note="MBConv, squeeze-excite, swish",
+    ),
+    Arch(
+        "poolformer-cls",
+        "vision",
+        "PoolFormerForImageClassification",
+        "PoolFormerConfig",
+        dict(num_channels=3, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1], num_labels=LABELS),
+        "image",
+        attn=None,
+        note="avg-pool token mixer, GroupNorm(1), layer scale",
+    ),
+    Arch(
+        "segformer-cls",
+        "vision",
+        "SegformerForImageClassification",
+        "SegformerConfig",
+        dict(
+            num_channels=3,
+            num_encoder_blocks=2,
+            depths=[1, 1],
+            sr_ratios=[2, 1],
+            hidden_sizes=[16, 32],
+            num_attention_heads=[1, 2],
+            mlp_ratios=[2, 2],
+            patch_sizes=[7, 3],
+            strides=[4, 2],
+            decoder_hidden_size=32,
+            num_labels=LABELS,
+        ),
+        "image",
+        attn=None,
+        note="spatial-reduction attention, Mix-FFN depthwise conv",
+    ),
     # ---- audio
-    Arch("wav2vec2-cls", "audio", "Wav2Vec2ForSequenceClassification", "Wav2Vec2Config",
-         _text(conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3),
-               num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-               classifier_proj_size=16, feat_extract_norm="group", do_stable_layer_norm=False),
-         "audio", note="conv feature extractor, GroupNorm, weight-norm positional conv"),
-    Arch("hubert-cls", "audio", "HubertForSequenceClassification", "HubertConfig",
-         _text(conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3),
-               num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-               classifier_proj_size=16, feat_extract_norm="group", do_stable_layer_norm=False),
-         "audio", note="like wav2vec2"),
-    Arch("whisper-cls", "audio", "WhisperForAudioClassification", "WhisperConfig",
-         dict(vocab_size=VOCAB, num_mel_bins=MELS, encoder_layers=LAYERS, decoder_layers=1,
-              encoder_attention_heads=HEADS, decoder_attention_heads=HEADS,
-              encoder_ffn_dim=INTER, decoder_ffn_dim=INTER, d_model=HIDDEN,
-              max_source_positions=MEL_FRAMES // 2, max_target_positions=16,
-              classifier_proj_size=16, num_labels=LABELS, use_cache=False,
-              pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
-         "whisper", note="encoder: conv stem, sinusoidal positions"),
+    Arch(
+        "wav2vec2-cls",
+        "audio",
+        "Wav2Vec2ForSequenceClassification",
+        "Wav2Vec2Config",
+        _text(
+            conv_dim=(32, 32),
+            conv_stride=(5, 2),
+            conv_kernel=(10, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+            classifier_proj_size=16,
+            feat_extract_norm="group",
+            do_stable_layer_norm=False,
+        ),
+        "audio",
+        note="conv feature extractor, GroupNorm, weight-norm positional conv",
+    ),
+    Arch(
+        "hubert-cls",
+        "audio",
+        "HubertForSequenceClassification",
+        "HubertConfig",
+        _text(
+            conv_dim=(32, 32),
+            conv_stride=(5, 2),
+            conv_kernel=(10, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+            classifier_proj_size=16,
+            feat_extract_norm="group",
+            do_stable_layer_norm=False,
+        ),
+        "audio",
+        note="like wav2vec2",
+    ),
+    Arch(
+        "whisper-cls",
+        "audio",
+        "WhisperForAudioClassification",
+        "WhisperConfig",
+        dict(
+            vocab_size=VOCAB,
+            num_mel_bins=MELS,
+            encoder_layers=LAYERS,
+            decoder_layers=1,
+            encoder_attention_heads=HEADS,
+            decoder_attention_heads=HEADS,
+            encoder_ffn_dim=INTER,
+            decoder_ffn_dim=INTER,
+            d_model=HIDDEN,
+            max_source_positions=MEL_FRAMES // 2,
+            max_target_positions=16,
+            classifier_proj_size=16,
+            num_labels=LABELS,
+            use_cache=False,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+        ),
+        "whisper",
+        note="encoder: conv stem, sinusoidal positions",
+    ),
     # ---- mixture of experts
-    Arch("mixtral-cls", "moe", "MixtralForSequenceClassification", "MixtralConfig",
-         _decoder(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2), "text",
-         note="top-2 of 4 experts, default grouped_mm experts"),
-    Arch("qwen2-moe-cls", "moe", "Qwen2MoeForSequenceClassification", "Qwen2MoeConfig",
-         _decoder(num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
-                  moe_intermediate_size=32, shared_expert_intermediate_size=64,
-                  decoder_sparse_step=1), "text", note="top-2 experts + gated shared expert, grouped_mm"),
-    Arch("mixtral-cls-bmm", "moe", "MixtralForSequenceClassification", "MixtralConfig",
-         _decoder(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
-                  experts_implementation="batched_mm"), "text",
-         note="experts_implementation=batched_mm (index + bmm)"),
-    Arch("qwen2-moe-cls-bmm", "moe", "Qwen2MoeForSequenceClassification", "Qwen2MoeConfig",
-         _decoder(num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
-                  moe_intermediate_size=32, shared_expert_intermediate_size=64,
-                  decoder_sparse_step=1, experts_implementation="batched_mm"), "text",
-         note="experts_implementation=batched_mm"),
+    Arch(
+        "mixtral-cls",
+        "moe",
+        "MixtralForSequenceClassification",
+        "MixtralConfig",
+        _decoder(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
+        "text",
+        note="top-2 of 4 experts, default grouped_mm experts",
+    ),
+    Arch(
+        "qwen2-moe-cls",
+        "moe",
+        "Qwen2MoeForSequenceClassification",
+        "Qwen2MoeConfig",
+        _decoder(
+            num_key_value_heads=2,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=64,
+            decoder_sparse_step=1,
+        ),
+        "text",
+        note="top-2 experts + gated shared expert, grouped_mm",
+    ),
+    Arch(
+        "mixtral-cls-bmm",
+        "moe",
+        "MixtralForSequenceClassification",
+        "MixtralConfig",
+        _decoder(
+            num_key_value_heads=2,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            experts_implementation="batched_mm",
+        ),
+        "text",
+        note="experts_implementation=batched_mm (index + bmm)",
+    ),
+    Arch(
+        "qwen2-moe-cls-bmm",
+        "moe",
+        "Qwen2MoeForSequenceClassification",
+        "Qwen2MoeConfig",
+        _decoder(
+            num_key_value_heads=2,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=64,
+            decoder_sparse_step=1,
+            experts_implementation="batched_mm",
+        ),
+        "text",
+        note="experts_implementation=batched_mm",
+    ),
     # ---- state space
-    Arch("mamba-lm", "ssm", "MambaForCausalLM", "MambaConfig",
-         dict(vocab_size=VOCAB, hidden_size=HIDDEN, state_size=8, num_hidden_layers=LAYERS,
-              expand=2, conv_kernel=4, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-              use_cache=False, tie_word_embeddings=False), "text", attn=None,
-         note="selective scan (slow path on CPU)"),
-    Arch("mamba2-lm", "ssm", "Mamba2ForCausalLM", "Mamba2Config",
-         dict(vocab_size=VOCAB, hidden_size=HIDDEN, state_size=8, num_hidden_layers=LAYERS,
-              num_heads=8, head_dim=8, n_groups=1, expand=2, conv_kernel=4, chunk_size=4,
-              pad_token_id=0, bos_token_id=1, eos_token_id=2, use_cache=False,
-              tie_word_embeddings=False), "text", attn=None, note="chunked SSD scan"),
+    Arch(
+        "mamba-lm",
+        "ssm",
+        "MambaForCausalLM",
+        "MambaConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            state_size=8,
+            num_hidden_layers=LAYERS,
+            expand=2,
+            conv_kernel=4,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+            tie_word_embeddings=False,
+        ),
+        "text",
+        attn=None,
+        note="selective scan (slow path on CPU)",
+    ),
+    Arch(
+        "mamba2-lm",
+        "ssm",
+        "Mamba2ForCausalLM",
+        "Mamba2Config",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            state_size=8,
+            num_hidden_layers=LAYERS,
+            num_heads=8,
+            head_dim=8,
+            n_groups=1,
+            expand=2,
+            conv_kernel=4,
+            chunk_size=4,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            use_cache=False,
+            tie_word_embeddings=False,
+        ),
+        "text",
+        attn=None,
+        note="chunked SSD scan",
+    ),
 ]
 
 ARCH_BY_NAME = {a.name: a for a in ARCHS}
@@ -527,8 +1228,9 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}"[:300]
 
 
-def measure(arch: Arch, *, seed: int = 0, use_public_shuffle: bool = False,
-            timeout: int = PER_ARCH_TIMEOUT) -> Result:
+def measure(
+    arch: Arch, *, seed: int = 0, use_public_shuffle: bool = False, timeout: int = PER_ARCH_TIMEOUT
+) -> Result:
     """Build, analyze, shuffle and compare one architecture; never raises."""
     import graphmerge as gm
 
@@ -558,10 +1260,16 @@ def measure(arch: Arch, *, seed: int = 0, use_public_shuffle: bool = False,
             res.hidden_groups = len(hidden)
             res.free_groups = sum(1 for g in hidden if not g.frozen)
             res.permutable_share = analysis.permutable_share
-            res.param_share = (analysis.param_count_permuted / analysis.param_count_total
-                               if analysis.param_count_total else 0.0)
-            res.selfcheck_frozen = [g.name for g in hidden if g.frozen and g.reason
-                                    and g.reason.startswith("failed self-check")]
+            res.param_share = (
+                analysis.param_count_permuted / analysis.param_count_total
+                if analysis.param_count_total
+                else 0.0
+            )
+            res.selfcheck_frozen = [
+                g.name
+                for g in hidden
+                if g.frozen and g.reason and g.reason.startswith("failed self-check")
+            ]
             for g in hidden:
                 op = unruled_op_of(g.reason) if g.frozen else None
                 if op:
@@ -612,11 +1320,15 @@ def _cell(text: str) -> str:
 
 
 def results_table(results: list[Result]) -> str:
-    head = ("| architecture | model class | status | traced | groups | free | permutable units "
-            "| param tensors changed | function kept (max rel diff) | self-check frozen "
-            "| ops without rules | time s |")
-    lines = [head, "|" + "|".join(["---"] * 3 + ["---"] + ["---:"] * 5 + ["---:", "---", "---:"])
-             + "|"]
+    head = (
+        "| architecture | model class | status | traced | groups | free | permutable units "
+        "| param tensors changed | function kept (max rel diff) | self-check frozen "
+        "| ops without rules | time s |"
+    )
+    lines = [
+        head,
+        "|" + "|".join(["---"] * 3 + ["---"] + ["---:"] * 5 + ["---:", "---", "---:"]) + "|",
+    ]
     for r in results:
         if r.traced:
             traced = "yes"
@@ -628,13 +1340,20 @@ def results_table(results: list[Result]) -> str:
             kept = "—" if not r.traced else "no: " + _cell(r.error[:120])
         else:
             kept = f"{'yes' if r.function_kept else 'NO'} ({r.max_rel_diff:.1e})"
-        ops = ", ".join(
-            f"{op} x{n}" + (f" (freezes {r.unruled_frozen[op]})" if op in r.unruled_frozen else "")
-            for op, n in sorted(r.unruled.items(), key=lambda kv: (-kv[1], kv[0]))
-        ) or "—"
+        ops = (
+            ", ".join(
+                f"{op} x{n}"
+                + (f" (freezes {r.unruled_frozen[op]})" if op in r.unruled_frozen else "")
+                for op, n in sorted(r.unruled.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            or "—"
+        )
         sc = str(len(r.selfcheck_frozen)) if r.traced else "—"
-        changed = (f"{_pct(r.changed_share)} ({r.changed_tensors}/{r.total_tensors})"
-                   if r.total_tensors else "—")
+        changed = (
+            f"{_pct(r.changed_share)} ({r.changed_tensors}/{r.total_tensors})"
+            if r.total_tensors
+            else "—"
+        )
         lines.append(
             f"| {r.name} | {r.model_cls} | {r.status} | {traced} "
             f"| {r.groups if r.traced else '—'} | {r.free_groups if r.traced else '—'} "
@@ -649,26 +1368,48 @@ def unruled_summary(results: list[Result]) -> list[dict]:
     ops: dict[str, dict] = {}
     for r in results:
         for op, n in r.unruled.items():
-            row = ops.setdefault(op, {"op": op, "blocks": [], "appears": [], "occurrences": 0,
-                                      "hidden_groups_frozen": 0})
+            row = ops.setdefault(
+                op,
+                {
+                    "op": op,
+                    "blocks": [],
+                    "appears": [],
+                    "occurrences": 0,
+                    "hidden_groups_frozen": 0,
+                },
+            )
             row["appears"].append(r.name)
             row["occurrences"] += n
         for op, n in r.unruled_frozen.items():
-            row = ops.setdefault(op, {"op": op, "blocks": [], "appears": [], "occurrences": 0,
-                                      "hidden_groups_frozen": 0})
+            row = ops.setdefault(
+                op,
+                {
+                    "op": op,
+                    "blocks": [],
+                    "appears": [],
+                    "occurrences": 0,
+                    "hidden_groups_frozen": 0,
+                },
+            )
             row["blocks"].append(r.name)
             row["hidden_groups_frozen"] += n
-    return sorted(ops.values(), key=lambda d: (-len(d["blocks"]), -len(d["appears"]),
-                                               -d["occurrences"], d["op"]))
+    return sorted(
+        ops.values(),
+        key=lambda d: (-len(d["blocks"]), -len(d["appears"]), -d["occurrences"], d["op"]),
+    )
 
 
 def unruled_table(results: list[Result]) -> str:
     rows = unruled_summary(results)
     if not rows:
         return "(no op without a rule in any architecture)"
-    lines = [("| op | blocks (archs) | hidden groups frozen | appears in (archs) | nodes "
-              "| architectures blocked |"),
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        (
+            "| op | blocks (archs) | hidden groups frozen | appears in (archs) | nodes "
+            "| architectures blocked |"
+        ),
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for d in rows:
         lines.append(
             f"| {d['op']} | {len(d['blocks'])} | {d['hidden_groups_frozen']} "
@@ -685,16 +1426,19 @@ def summary_line(results: list[Result]) -> str:
     bad = sum(r.status == "✗" for r in results)
     traced = sum(r.traced for r in results)
     total = sum(r.total_s for r in results)
-    return (f"{n} architectures: {ok} ✓, {part} partial, {bad} ✗; {traced} traced; "
-            f"total {total:.0f} s")
+    return (
+        f"{n} architectures: {ok} ✓, {part} partial, {bad} ✗; {traced} traced; total {total:.0f} s"
+    )
 
 
 def versions() -> str:
     import transformers
 
-    return (f"torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"Python {platform.python_version()}, {platform.machine()}, "
-            f"torch threads {torch.get_num_threads()}")
+    return (
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"Python {platform.python_version()}, {platform.machine()}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
 
 def markdown(results: list[Result], command: str, wall: float) -> str:
@@ -718,13 +1462,15 @@ def markdown(results: list[Result], command: str, wall: float) -> str:
         f"Versions: {versions()}  ",
         f"Wall time: {wall:.0f} s",
         "",
-        ("Tiny random-init configs (hidden 16-64, 1-2 layers, 4 heads, vocab 128, 32 px images). "
-        "*permutable units*: share of hidden units (groups of size > 1) that may be permuted "
-        "(`Analysis.permutable_share`); *param tensors changed*: share of parameter tensors that a "
-        "shuffle changed; *function kept*: max |diff| / output scale on two other inputs of the "
-        f"same shape, kept when <= {TOL:g}. Status: ✓ traced, kept, no hidden group frozen by an "
-        "op without a rule or by the self-check; partial: traced and kept but some such group "
-        "frozen; ✗ not traced or function changed."),
+        (
+            "Tiny random-init configs (hidden 16-64, 1-2 layers, 4 heads, vocab 128, 32 px images). "
+            "*permutable units*: share of hidden units (groups of size > 1) that may be permuted "
+            "(`Analysis.permutable_share`); *param tensors changed*: share of parameter tensors that a "
+            "shuffle changed; *function kept*: max |diff| / output scale on two other inputs of the "
+            f"same shape, kept when <= {TOL:g}. Status: ✓ traced, kept, no hidden group frozen by an "
+            "op without a rule or by the self-check; partial: traced and kept but some such group "
+            "frozen; ✗ not traced or function changed."
+        ),
         "",
         summary_line(results),
         "",
@@ -732,8 +1478,10 @@ def markdown(results: list[Result], command: str, wall: float) -> str:
         "",
         "## Ops without rules",
         "",
-        ("*blocks*: architectures where the op froze at least one hidden group (groups of "
-         "size > 1; an op that only touches frozen axes, e.g. token ids, blocks nothing)."),
+        (
+            "*blocks*: architectures where the op froze at least one hidden group (groups of "
+            "size > 1; an op that only touches frozen axes, e.g. token ids, blocks nothing)."
+        ),
         "",
         unruled_table(results),
     ]
@@ -743,17 +1491,25 @@ def markdown(results: list[Result], command: str, wall: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.coverage",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.coverage", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--only", help="comma-separated architecture names (see --list)")
     parser.add_argument("--json", help="write the results as JSON to this file")
-    parser.add_argument("--markdown", action="store_true",
-                        help="print a full Markdown document (header, tables, details)")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print a full Markdown document (header, tables, details)",
+    )
     parser.add_argument("--list", action="store_true", help="print the architecture names")
-    parser.add_argument("--public-shuffle", action="store_true",
-                        help="call gm.shuffle (traces the model a second time)")
-    parser.add_argument("--timeout", type=int, default=PER_ARCH_TIMEOUT,
-                        help="seconds per architecture (0: none)")
+    parser.add_argument(
+        "--public-shuffle",
+        action="store_true",
+        help="call gm.shuffle (traces the model a second time)",
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=PER_ARCH_TIMEOUT, help="seconds per architecture (0: none)"
+    )
     args = parser.parse_args(argv)
     if args.list:
         for a in ARCHS:
@@ -767,18 +1523,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown architectures {unknown}; see --list")
         archs = [ARCH_BY_NAME[n] for n in names]
     command = "python -m benchmarks.coverage" + (
-        " " + " ".join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:])
-        else "")
+        " " + " ".join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ""
+    )
     results = []
     start = time.perf_counter()
     for arch in archs:
         r = measure(arch, use_public_shuffle=args.public_shuffle, timeout=args.timeout)
         results.append(r)
-        print(f"[{len(results)}/{len(archs)}] {r.name:18s} {r.status:8s} {r.total_s:5.1f}s "
-              f"groups={r.groups} free={r.free_groups} units={_pct(r.permutable_share)} "
-              f"changed={_pct(r.changed_share)} diff={r.max_rel_diff} "
-              f"unruled={r.unruled} selfcheck={len(r.selfcheck_frozen)} {r.error[:150]}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{len(results)}/{len(archs)}] {r.name:18s} {r.status:8s} {r.total_s:5.1f}s "
+            f"groups={r.groups} free={r.free_groups} units={_pct(r.permutable_share)} "
+            f"changed={_pct(r.changed_share)} diff={r.max_rel_diff} "
+            f"unruled={r.unruled} selfcheck={len(r.selfcheck_frozen)} {r.error[:150]}",
+            file=sys.stderr,
+            flush=True,
+        )
     wall = time.perf_counter() - start
     if args.markdown:
         print(markdown(results, command, wall))
@@ -790,9 +1549,17 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_line(results))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": command, "versions": versions(), "wall_s": wall,
-                       "results": [dict(asdict(r), status=r.status) for r in results],
-                       "unruled": unruled_summary(results)}, f, indent=1)
+            json.dump(
+                {
+                    "command": command,
+                    "versions": versions(),
+                    "wall_s": wall,
+                    "results": [dict(asdict(r), status=r.status) for r in results],
+                    "unruled": unruled_summary(results),
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

@@ -7,6 +7,7 @@ from another (different initialisations), both ending in the shared class-vector
 (graphmerge/tasks.py). Joint accuracy is the argmax over all ten classes on the test images of
 all classes; per-task is the mean of the two tasks' accuracies restricted to their classes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,14 @@ ARCHS = {"mlp": (MLPEmbed, False), "cnn": (CNNEmbed, True)}
 
 
 def run(archs: list[str], pairs: int, epochs: int = 20) -> str:
-    lines = [(f"`python -m benchmarks.digits --pairs {pairs} --arch {','.join(archs)}` on "
-              f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads"), ""]
+    lines = [
+        (
+            f"`python -m benchmarks.digits --pairs {pairs} --arch {','.join(archs)}` on "
+            f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads"
+        ),
+        "",
+    ]
     for arch in archs:
         cls, image = ARCHS[arch]
         scores: dict[str, list[tuple[float, float]]] = {}
@@ -54,13 +60,19 @@ def run(archs: list[str], pairs: int, epochs: int = 20) -> str:
                 times.setdefault(label, []).append(time.perf_counter() - start)
                 r = evaluate(merged, data)
                 scores.setdefault(label, []).append((r["joint"], r["per_task"]))
-        lines += [f"**{arch.upper()}** ({pairs} pairs)", "",
-                  "| method | joint acc. | per-task acc. | merge time (s) |", "|---|---|---|---|"]
+        lines += [
+            f"**{arch.upper()}** ({pairs} pairs)",
+            "",
+            "| method | joint acc. | per-task acc. | merge time (s) |",
+            "|---|---|---|---|",
+        ]
         for label, vals in scores.items():
             v = np.array(vals) * 100
             t = f"{np.mean(times[label]):.2f}" if label in times else "—"
-            lines.append(f"| {label} | {v[:, 0].mean():.1f} ± {v[:, 0].std():.1f} | "
-                         f"{v[:, 1].mean():.1f} ± {v[:, 1].std():.1f} | {t} |")
+            lines.append(
+                f"| {label} | {v[:, 0].mean():.1f} ± {v[:, 0].std():.1f} | "
+                f"{v[:, 1].mean():.1f} ± {v[:, 1].std():.1f} | {t} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

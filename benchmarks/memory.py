@@ -11,6 +11,7 @@ bound on the true peak (usually within a few MiB). On entry, glibc's malloc_trim
 that earlier work freed back to the OS, so that a merge reusing it still shows. Where /proc is
 missing (not Linux), nothing is sampled and `per_stage` returns {}.
 """
+
 from __future__ import annotations
 
 import ctypes

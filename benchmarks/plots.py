@@ -1,5 +1,6 @@
 """PNG plots for benchmarks/run.py: joint accuracy per method (bars, error bars = std over pairs)
 and accuracy against MuDSC's alpha. Optional: without matplotlib, prints a message and skips."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +12,7 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
     """results: {arch: run_arch(...) dict}. Returns the written paths ([] without matplotlib)."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -21,6 +23,7 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
     archs = list(results)
     # rows merged at each arch's alpha* carry the value in their label: one bar group for them
     from .run import _row_key
+
     grouped = {arch: {} for arch in archs}
     for arch in archs:
         for label, rows in results[arch]["scores"].items():
@@ -31,12 +34,15 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
     x = np.arange(len(labels))
     for i, arch in enumerate(archs):
         scores = grouped[arch]
-        means = [100 * np.mean([r["joint"] for r in scores.get(lab, [])] or [np.nan])
-                 for lab in labels]
-        stds = [100 * np.std([r["joint"] for r in scores.get(lab, [])] or [np.nan])
-                for lab in labels]
-        ax.bar(x + (i - (len(archs) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-               label=arch)
+        means = [
+            100 * np.mean([r["joint"] for r in scores.get(lab, [])] or [np.nan]) for lab in labels
+        ]
+        stds = [
+            100 * np.std([r["joint"] for r in scores.get(lab, [])] or [np.nan]) for lab in labels
+        ]
+        ax.bar(
+            x + (i - (len(archs) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=arch
+        )
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("joint accuracy (%)")
     ax.set_ylim(0, 100)
@@ -57,10 +63,20 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
                 if not sweep:
                     continue
                 alphas = [float(k) for k in sweep]
-                line, = ax.plot(alphas, [100 * v["test"]["joint"] for v in sweep.values()],
-                                "o-", label=f"{arch}: test")
-                ax.plot(alphas, [100 * v["select"]["joint"] for v in sweep.values()], ":",
-                        color=line.get_color(), alpha=0.7, label=f"{arch}: training images")
+                (line,) = ax.plot(
+                    alphas,
+                    [100 * v["test"]["joint"] for v in sweep.values()],
+                    "o-",
+                    label=f"{arch}: test",
+                )
+                ax.plot(
+                    alphas,
+                    [100 * v["select"]["joint"] for v in sweep.values()],
+                    ":",
+                    color=line.get_color(),
+                    alpha=0.7,
+                    label=f"{arch}: training images",
+                )
                 star = r.get("alpha_star", {}).get(matcher)
                 if star is not None:
                     ax.axvline(star, color=line.get_color(), alpha=0.3, lw=4)
@@ -68,8 +84,11 @@ def plot_results(results: dict, out: Path, name: str, log=print) -> list[Path]:
             ax.set_xlabel("alpha (0 = activations only, 1 = weights only)")
         axes[0].set_ylabel("joint accuracy (%)")
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-        fig.suptitle(f"{name}: joint accuracy against alpha (pair 0; bar = alpha* picked on "
-                     "training images)", fontsize=10)
+        fig.suptitle(
+            f"{name}: joint accuracy against alpha (pair 0; bar = alpha* picked on "
+            "training images)",
+            fontsize=10,
+        )
         fig.tight_layout()
         path = out / f"{name}_alpha.png"
         fig.savefig(path, dpi=120)

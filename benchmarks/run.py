@@ -24,6 +24,7 @@ claim, then per-architecture tables; also printed), `<out>/<name>.json` (raw num
 matplotlib is installed, `<out>/<name>_joint.png` and `<out>/<name>_alpha.png`, where name is
 `quick_<dataset>` or `<dataset>`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,24 +65,37 @@ ORDER = ["reset_bn", "compile", "collect_features", "solve_groups", "rewrite"]  
 # cal_limit is the number of calibration images (activations, BatchNorm reset), select_limit the
 # number of further training images alpha* is picked on; epochs per architecture.
 SETTINGS = {
-    True: {"pairs": 2, "train_limit": 6000, "test_limit": 2000, "cal_limit": 1000,
-           "select_limit": 1000,
-           "epochs": {"mlp": 2, "resnet_bn": 2, "resnet_gn": 3, "vit": 3}},
-    False: {"pairs": 5, "train_limit": 30000, "test_limit": 5000, "cal_limit": 1000,
-            "select_limit": 1000,
-            "epochs": {"mlp": 5, "resnet_bn": 1, "resnet_gn": 2, "vit": 3}},
+    True: {
+        "pairs": 2,
+        "train_limit": 6000,
+        "test_limit": 2000,
+        "cal_limit": 1000,
+        "select_limit": 1000,
+        "epochs": {"mlp": 2, "resnet_bn": 2, "resnet_gn": 3, "vit": 3},
+    },
+    False: {
+        "pairs": 5,
+        "train_limit": 30000,
+        "test_limit": 5000,
+        "cal_limit": 1000,
+        "select_limit": 1000,
+        "epochs": {"mlp": 5, "resnet_bn": 1, "resnet_gn": 2, "vit": 3},
+    },
 }
 LR = {"mlp": 1e-3, "resnet_bn": 3e-3, "resnet_gn": 2e-3, "vit": 2e-3}  # peak (cosine)
 BATCH = {"mlp": 128, "resnet_bn": 128, "resnet_gn": 64, "vit": 128}  # GN trains slower
 
 
-def load_split(dataset: str, seed: int, train_limit: int | None,
-               test_limit: int | None) -> TaskData:
+def load_split(
+    dataset: str, seed: int, train_limit: int | None, test_limit: int | None
+) -> TaskData:
     if dataset == "mnist":
         from .mnist import mnist_split
+
         return mnist_split(seed, train_limit, test_limit)
     if dataset == "mnist1d":
         from .mnist import mnist1d_split
+
         return mnist1d_split(seed, train_limit, test_limit)
     if dataset == "digits":
         return digits_split(seed=seed, image=False)
@@ -93,8 +107,14 @@ def _digits_input(arch: str, data: TaskData) -> TaskData:
     if arch == "mlp" or data.x_train.dim() == 4:
         return data
     shape = (1, 8, 8)
-    return TaskData(data.x_train.view(-1, *shape), data.y_train, data.x_test.view(-1, *shape),
-                    data.y_test, data.tasks, data.num_classes)
+    return TaskData(
+        data.x_train.view(-1, *shape),
+        data.y_train,
+        data.x_test.view(-1, *shape),
+        data.y_test,
+        data.tasks,
+        data.num_classes,
+    )
 
 
 def cached_model(config: dict, data: TaskData, cache: Path) -> tuple[torch.nn.Module, bool]:
@@ -111,15 +131,30 @@ def cached_model(config: dict, data: TaskData, cache: Path) -> tuple[torch.nn.Mo
         model.load_state_dict(load_file(str(weights)))
         return model.eval(), True
     start = time.perf_counter()
-    train(model, data, task=config["task"], seed=config["seed"], epochs=config["epochs"],
-          batch=config["batch"], lr=config["lr"], schedule=config["schedule"])
+    train(
+        model,
+        data,
+        task=config["task"],
+        seed=config["seed"],
+        epochs=config["epochs"],
+        batch=config["batch"],
+        lr=config["lr"],
+        schedule=config["schedule"],
+    )
     seconds = time.perf_counter() - start
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    meta.write_text(json.dumps({"config": config, "train_seconds": round(seconds, 2),
-                                "torch": torch.__version__,
-                                "date": datetime.datetime.now().isoformat(timespec="seconds")},
-                               indent=2))
+    meta.write_text(
+        json.dumps(
+            {
+                "config": config,
+                "train_seconds": round(seconds, 2),
+                "torch": torch.__version__,
+                "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            },
+            indent=2,
+        )
+    )
     return model.eval(), False
 
 
@@ -143,20 +178,28 @@ def _method_key(method: str, options: dict) -> str:
 def _selection_data(data: TaskData, cal_limit: int, select_limit: int) -> TaskData:
     """Training images of both tasks, after the calibration ones, scored like test data: the
     paper picks alpha by accuracy on the training split (its `_train` runs)."""
-    x = data.x_train[cal_limit:cal_limit + select_limit]
-    y = data.y_train[cal_limit:cal_limit + select_limit]
+    x = data.x_train[cal_limit : cal_limit + select_limit]
+    y = data.y_train[cal_limit : cal_limit + select_limit]
     return TaskData(data.x_train, data.y_train, x, y, data.tasks, data.num_classes)
 
 
 def _pick_alpha(points: dict[str, dict]) -> float:
     """The paper's grid 0.1..0.9: best joint accuracy on the training images (ties: nearest 0.5)."""
     grid = {a: v for a, v in points.items() if 0.05 < float(a) < 0.95}
-    return float(max(grid, key=lambda a: (round(grid[a]["select"]["joint"], 6),
-                                          -abs(float(a) - 0.5))))
+    return float(
+        max(grid, key=lambda a: (round(grid[a]["select"]["joint"], 6), -abs(float(a) - 0.5)))
+    )
 
 
-def pair_setup(arch: str, dataset: str, pair: int, quick: bool, cache: Path,
-               epochs: int | None = None, log=print):
+def pair_setup(
+    arch: str,
+    dataset: str,
+    pair: int,
+    quick: bool,
+    cache: Path,
+    epochs: int | None = None,
+    log=print,
+):
     """Pair `pair`'s two models (trained, or loaded from `cache`), its data, calibration batches
     and alpha-selection data. Returns ((model_a, model_b), data, cal, select, [cache hits])."""
     s = SETTINGS[quick]
@@ -165,17 +208,28 @@ def pair_setup(arch: str, dataset: str, pair: int, quick: bool, cache: Path,
         data = _digits_input(arch, data)
     models, hits = [], []
     for task in (0, 1):
-        config = {"dataset": dataset, "arch": arch, "quick": quick, "pair": pair,
-                  "task": task, "seed": 10 * pair + 1 + task, "tasks": data.tasks,
-                  "epochs": epochs or s["epochs"][arch], "lr": LR[arch],
-                  "batch": BATCH[arch], "schedule": "cosine",
-                  "model": model_kwargs(arch, quick, dataset),
-                  "train_limit": s["train_limit"] if dataset != "digits" else None}
+        config = {
+            "dataset": dataset,
+            "arch": arch,
+            "quick": quick,
+            "pair": pair,
+            "task": task,
+            "seed": 10 * pair + 1 + task,
+            "tasks": data.tasks,
+            "epochs": epochs or s["epochs"][arch],
+            "lr": LR[arch],
+            "batch": BATCH[arch],
+            "schedule": "cosine",
+            "model": model_kwargs(arch, quick, dataset),
+            "train_limit": s["train_limit"] if dataset != "digits" else None,
+        }
         config = json.loads(json.dumps(config))  # tuples -> lists, as stored
         start = time.perf_counter()
         model, hit = cached_model(config, data, cache)
-        log(f"  [{arch}] pair {pair} model {'AB'[task]}: "
-            f"{'cached' if hit else 'trained'} in {time.perf_counter() - start:.1f} s")
+        log(
+            f"  [{arch}] pair {pair} model {'AB'[task]}: "
+            f"{'cached' if hit else 'trained'} in {time.perf_counter() - start:.1f} s"
+        )
         models.append(model)
         hits.append(hit)
     digits = dataset == "digits"
@@ -199,24 +253,48 @@ class _PairMerger:
         if key not in self.done:
             with RSSSampler() as rss:
                 start = time.perf_counter()
-                model, program = gm.merge(self.models, self.cal, method=method, progress=False,
-                                          return_program=True, **options)
+                model, program = gm.merge(
+                    self.models,
+                    self.cal,
+                    method=method,
+                    progress=False,
+                    return_program=True,
+                    **options,
+                )
                 total = time.perf_counter() - start
-            timing = {**{k: float(v) for k, v in program.timings.items()}, "total": total,
-                      "forward": self.forward}
-            timing.update({f"mem_{k}": v for k, v in rss.per_stage(
-                {**program.spans, "compile": _compile_span(program)}).items()})
+            timing = {
+                **{k: float(v) for k, v in program.timings.items()},
+                "total": total,
+                "forward": self.forward,
+            }
+            timing.update(
+                {
+                    f"mem_{k}": v
+                    for k, v in rss.per_stage(
+                        {**program.spans, "compile": _compile_span(program)}
+                    ).items()
+                }
+            )
             self.done[key] = {
-                "test": evaluate(model, self.data), "timing": timing,
-                "select": evaluate(model, self.select) if method == "mudsc" else None}
-            self.log(f"{label}: joint {self.done[key]['test']['joint'] * 100:.1f} "
-                     f"({total:.1f} s)")
+                "test": evaluate(model, self.data),
+                "timing": timing,
+                "select": evaluate(model, self.select) if method == "mudsc" else None,
+            }
+            self.log(f"{label}: joint {self.done[key]['test']['joint'] * 100:.1f} ({total:.1f} s)")
         return self.done[key]
 
 
-def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str],
-             cache: Path, epochs: int | None = None, alphas: list[float] | None = None,
-             log=print) -> dict:
+def run_arch(
+    arch: str,
+    dataset: str,
+    pairs: int,
+    quick: bool,
+    methods: list[str],
+    cache: Path,
+    epochs: int | None = None,
+    alphas: list[float] | None = None,
+    log=print,
+) -> dict:
     """Train (or load) the pairs and merge them with every method. Returns raw results:
     {"scores": {row: [per-pair dict]}, "timings": {row: [per-pair dict]},
      "alpha": {"zip"|"permute": {alpha: {"test": scores, "select": scores}}},
@@ -231,15 +309,21 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
     star: dict[str, float] = {}
     trained = 0
     for pair in range(pairs):
-        (a, b), data, cal, select, hits = pair_setup(arch, dataset, pair, quick, cache, epochs,
-                                                     log)
+        (a, b), data, cal, select, hits = pair_setup(arch, dataset, pair, quick, cache, epochs, log)
         trained += hits.count(False)
         forward = _forward_seconds(a, cal)
         scores.setdefault("model A alone", []).append(evaluate(a, data))
         scores.setdefault("model B alone", []).append(evaluate(b, data))
         scores.setdefault("ensemble (upper bound)", []).append(ensemble_evaluate([a, b], data))
-        merger = _PairMerger(a, b, data, cal, select, forward,
-                             lambda m, pair=pair: log(f"  [{arch}] pair {pair} {m}"))
+        merger = _PairMerger(
+            a,
+            b,
+            data,
+            cal,
+            select,
+            forward,
+            lambda m, pair=pair: log(f"  [{arch}] pair {pair} {m}"),
+        )
 
         def row(label: str, method: str, options: dict, merger=merger) -> None:
             result = merger.merged(method, options, label)
@@ -251,21 +335,35 @@ def run_arch(arch: str, dataset: str, pairs: int, quick: bool, methods: list[str
         if pair == 0 and alphas:
             for matcher in ("permute", "zip"):
                 sweep[matcher] = {}
-                for alpha in (alphas if matcher == "zip" else ALPHA_GRID):
-                    r = merger.merged("mudsc", {"matcher": matcher, "alpha": alpha},
-                                      f"MuDSC {matcher} alpha={alpha:.1f}")
+                for alpha in alphas if matcher == "zip" else ALPHA_GRID:
+                    r = merger.merged(
+                        "mudsc",
+                        {"matcher": matcher, "alpha": alpha},
+                        f"MuDSC {matcher} alpha={alpha:.1f}",
+                    )
                     sweep[matcher][f"{alpha:.1f}"] = {"test": r["test"], "select": r["select"]}
                 star[matcher] = _pick_alpha(sweep[matcher])
-                log(f"  [{arch}] alpha sweep ({matcher}), joint on test / on training images: "
-                    + ", ".join(f"{k} {v['test']['joint'] * 100:.1f}/"
-                                f"{v['select']['joint'] * 100:.1f}"
-                                for k, v in sweep[matcher].items())
-                    + f"; alpha* = {star[matcher]:.1f}")
+                log(
+                    f"  [{arch}] alpha sweep ({matcher}), joint on test / on training images: "
+                    + ", ".join(
+                        f"{k} {v['test']['joint'] * 100:.1f}/{v['select']['joint'] * 100:.1f}"
+                        for k, v in sweep[matcher].items()
+                    )
+                    + f"; alpha* = {star[matcher]:.1f}"
+                )
         for matcher, alpha in star.items():
-            row(f"MuDSC {matcher} (α*={alpha:.1f}, tuned on train)", "mudsc",
-                {"matcher": matcher, "alpha": alpha})
-    return {"scores": scores, "timings": timings, "alpha": sweep, "alpha_star": star,
-            "trained": trained}
+            row(
+                f"MuDSC {matcher} (α*={alpha:.1f}, tuned on train)",
+                "mudsc",
+                {"matcher": matcher, "alpha": alpha},
+            )
+    return {
+        "scores": scores,
+        "timings": timings,
+        "alpha": sweep,
+        "alpha_star": star,
+        "trained": trained,
+    }
 
 
 def _compile_span(program) -> tuple[float, float]:
@@ -281,10 +379,15 @@ def _stage_cells(rows: list[dict]) -> str:
     ORDER, total seconds, total over one calibration forward pass, peak MiB."""
     mean = {k: float(np.mean([r.get(k, 0.0) for r in rows])) for k in rows[0]}
     mean["compile"] = mean["total"] - sum(mean.get(k, 0.0) for k in STAGES)
-    cells = [f"{mean[k]:.2f}" + (f" / {mean[f'mem_{k}']:.0f}" if f"mem_{k}" in mean else "")
-             for k in ORDER]
-    cells += [f"{mean['total']:.2f}", f"{mean['total'] / max(mean['forward'], 1e-9):.0f}×",
-              f"{mean['mem_peak']:.0f}" if "mem_peak" in mean else "—"]
+    cells = [
+        f"{mean[k]:.2f}" + (f" / {mean[f'mem_{k}']:.0f}" if f"mem_{k}" in mean else "")
+        for k in ORDER
+    ]
+    cells += [
+        f"{mean['total']:.2f}",
+        f"{mean['total'] / max(mean['forward'], 1e-9):.0f}×",
+        f"{mean['mem_peak']:.0f}" if "mem_peak" in mean else "—",
+    ]
     return " | ".join(cells)
 
 
@@ -295,36 +398,60 @@ def _pm(values: list[float]) -> str:
 
 def tables(arch: str, result: dict, pairs: int) -> list[str]:
     """Markdown: accuracies, per-stage merge timings and memory, alpha sweep."""
-    lines = [f"### {arch} ({pairs} pair{'s' if pairs > 1 else ''})", "",
-             "| method | joint acc. | task A | task B | per-task avg. | merge time (s) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"### {arch} ({pairs} pair{'s' if pairs > 1 else ''})",
+        "",
+        "| method | joint acc. | task A | task B | per-task avg. | merge time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, rows in result["scores"].items():
         t = result["timings"].get(label)
         time_cell = f"{np.mean([r['total'] for r in t]):.2f}" if t else "—"
-        lines.append(f"| {label} | " + " | ".join(
-            _pm([r[k] for r in rows]) for k in ("joint", "task_a", "task_b", "per_task"))
-            + f" | {time_cell} |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                _pm([r[k] for r in rows]) for k in ("joint", "task_a", "task_b", "per_task")
+            )
+            + f" | {time_cell} |"
+        )
     if result["timings"]:
-        lines += ["", (f"Merge time (s) and peak memory (MiB of resident memory above the "
-                       f"process's before the merge, sampled every 2 ms) per stage, mean over "
-                       f"pairs; `forward` = one forward pass of one model over the calibration "
-                       f"data, ratio = total / forward; {arch}:"), "",
-                  "| method | " + " | ".join(ORDER) + " | total | ratio | peak MiB |",
-                  "|---|" + "---|" * (len(ORDER) + 3)]
+        lines += [
+            "",
+            (
+                f"Merge time (s) and peak memory (MiB of resident memory above the "
+                f"process's before the merge, sampled every 2 ms) per stage, mean over "
+                f"pairs; `forward` = one forward pass of one model over the calibration "
+                f"data, ratio = total / forward; {arch}:"
+            ),
+            "",
+            "| method | " + " | ".join(ORDER) + " | total | ratio | peak MiB |",
+            "|---|" + "---|" * (len(ORDER) + 3),
+        ]
         for label, rows in result["timings"].items():
             lines.append(f"| {label} | {_stage_cells(rows)} |")
     for matcher, sweep in result["alpha"].items():
         star = result["alpha_star"].get(matcher)
-        lines += ["", (f"MuDSC {matcher} against alpha (weight-space share; pair 0), {arch}; "
-                       f"alpha* = {star:.1f} is the best joint accuracy on training images "
-                       f"(grid 0.1–0.9):"), "",
-                  "| alpha | " + " | ".join(sweep) + " |",
-                  "|---|" + "---|" * len(sweep)]
-        for name, part, key in (("joint (test)", "test", "joint"),
-                                ("per-task (test)", "test", "per_task"),
-                                ("joint (train images)", "select", "joint")):
-            lines.append(f"| {name} | " + " | ".join(f"{v[part][key] * 100:.1f}"
-                                                   for v in sweep.values()) + " |")
+        lines += [
+            "",
+            (
+                f"MuDSC {matcher} against alpha (weight-space share; pair 0), {arch}; "
+                f"alpha* = {star:.1f} is the best joint accuracy on training images "
+                f"(grid 0.1–0.9):"
+            ),
+            "",
+            "| alpha | " + " | ".join(sweep) + " |",
+            "|---|" + "---|" * len(sweep),
+        ]
+        for name, part, key in (
+            ("joint (test)", "test", "joint"),
+            ("per-task (test)", "test", "per_task"),
+            ("joint (train images)", "select", "joint"),
+        ):
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{v[part][key] * 100:.1f}" for v in sweep.values())
+                + " |"
+            )
     return lines + [""]
 
 
@@ -349,16 +476,20 @@ def summary(results: dict) -> list[str]:
                 cell += f" (α*={label.split('α*=')[1][:3]})"
             rows.setdefault(_row_key(label), {})[arch] = cell
     lines = ["| method | " + " | ".join(archs) + " |", "|---|" + "---|" * len(archs)]
-    lines += [f"| {label} | " + " | ".join(cells.get(a, "—") for a in archs) + " |"
-              for label, cells in rows.items()]
+    lines += [
+        f"| {label} | " + " | ".join(cells.get(a, "—") for a in archs) + " |"
+        for label, cells in rows.items()
+    ]
     return lines
 
 
 def speed_summary(results: dict, label: str = "MuDSC zip") -> list[str]:
     """Markdown: one row per arch for `label`'s merges: seconds / peak MiB per stage (mean over
     pairs), total, total over one forward pass of the calibration data, peak memory."""
-    lines = [f"| {label}: s / MiB | " + " | ".join(ORDER) + " | total (s) | ratio | peak MiB |",
-             "|---|" + "---|" * (len(ORDER) + 3)]
+    lines = [
+        f"| {label}: s / MiB | " + " | ".join(ORDER) + " | total (s) | ratio | peak MiB |",
+        "|---|" + "---|" * (len(ORDER) + 3),
+    ]
     for arch, r in results.items():
         if r["timings"].get(label):
             lines.append(f"| {arch} | {_stage_cells(r['timings'][label])} |")
@@ -369,10 +500,18 @@ def speed_summary(results: dict, label: str = "MuDSC zip") -> list[str]:
 # joint accuracy of the left rows (None: the worst merge) must be above (strict) or at least (not
 # strict) the best of the right rows.
 CLAIMS = [
-    ("MuDSC zip ≥ its single-space ablations", ["MuDSC zip"],
-     ["activation-only zip (MuDSC α=0)", "weight-only zip (MuDSC α=1)"], False),
-    ("MuDSC permute ≥ activation matching and Re-Basin", ["MuDSC permute"],
-     ["activation matching", "Git Re-Basin (weight matching)"], False),
+    (
+        "MuDSC zip ≥ its single-space ablations",
+        ["MuDSC zip"],
+        ["activation-only zip (MuDSC α=0)", "weight-only zip (MuDSC α=1)"],
+        False,
+    ),
+    (
+        "MuDSC permute ≥ activation matching and Re-Basin",
+        ["MuDSC permute"],
+        ["activation matching", "Git Re-Basin (weight matching)"],
+        False,
+    ),
     ("MuDSC zip > MuDSC permute (different inits)", ["MuDSC zip"], ["MuDSC permute"], True),
     ("ZipIt > activation matching (different inits)", ["ZipIt"], ["activation matching"], True),
     ("every merge > averaging", None, ["average"], True),
@@ -383,16 +522,24 @@ def ordering(results: dict) -> list[str]:
     """Markdown: each claim of the paper's ordering per arch, ✓ or ✗ with the joint accuracies
     (mean over pairs) it compares."""
     archs = list(results)
-    means = {arch: {label: 100 * np.mean([p["joint"] for p in rows])
-                    for label, rows in results[arch]["scores"].items()} for arch in archs}
-    lines = ["| claim (joint accuracy, mean over pairs) | " + " | ".join(archs) + " |",
-             "|---|" + "---|" * len(archs)]
+    means = {
+        arch: {
+            label: 100 * np.mean([p["joint"] for p in rows])
+            for label, rows in results[arch]["scores"].items()
+        }
+        for arch in archs
+    }
+    lines = [
+        "| claim (joint accuracy, mean over pairs) | " + " | ".join(archs) + " |",
+        "|---|" + "---|" * len(archs),
+    ]
     for claim, left, right, strict in CLAIMS:
         cells = []
         for arch in archs:
             mean = means[arch]
-            lefts = left or [m for m in mean if m not in right and "alone" not in m
-                             and "ensemble" not in m]
+            lefts = left or [
+                m for m in mean if m not in right and "alone" not in m and "ensemble" not in m
+            ]
             if not all(m in mean for m in lefts + right) or not lefts:
                 cells.append("—")
                 continue
@@ -407,14 +554,25 @@ def ordering(results: dict) -> list[str]:
 def _trained_note(trained: int, models: int) -> str:
     if trained == models:
         return f"all {models} models trained in this run, training time included"
-    return (f"{trained} of {models} models trained in this run, the others loaded from the "
-            "checkpoint cache: their training time is not included")
+    return (
+        f"{trained} of {models} models trained in this run, the others loaded from the "
+        "checkpoint cache: their training time is not included"
+    )
 
 
-def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | None = None,
-        quick: bool = False, methods: list[str] | None = None, out: Path | None = None,
-        cache: Path = ROOT / "cache", epochs: int | None = None, alpha_sweep: bool = True,
-        plots: bool = True, log=print) -> tuple[str, dict]:
+def run(
+    dataset: str = "mnist",
+    archs: list[str] | None = None,
+    pairs: int | None = None,
+    quick: bool = False,
+    methods: list[str] | None = None,
+    out: Path | None = None,
+    cache: Path = ROOT / "cache",
+    epochs: int | None = None,
+    alpha_sweep: bool = True,
+    plots: bool = True,
+    log=print,
+) -> tuple[str, dict]:
     """Run the benchmark; returns (markdown, raw results per arch). Writes into `out` if given."""
     archs = archs or list(ARCHS)
     methods = methods or list(METHODS)
@@ -426,18 +584,31 @@ def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | Non
     body: list[str] = []
     for arch in archs:
         t0 = time.perf_counter()
-        results[arch] = run_arch(arch, dataset, pairs, quick, methods, cache, epochs,
-                                 ALPHAS if alpha_sweep else None, log=log)
+        results[arch] = run_arch(
+            arch,
+            dataset,
+            pairs,
+            quick,
+            methods,
+            cache,
+            epochs,
+            ALPHAS if alpha_sweep else None,
+            log=log,
+        )
         results[arch]["seconds"] = time.perf_counter() - t0
         body += tables(arch, results[arch], pairs)
     total = time.perf_counter() - start
-    header = [f"## {dataset}{' (--quick)' if quick else ''}", "",
-              f"`python -m benchmarks.run {argv}`".replace(" `", "`") + f" on "
-              f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads; {total:.0f} s in all ("
-              + ", ".join(f"{a} {r['seconds']:.0f} s" for a, r in results.items())
-              + f"; {_trained_note(sum(r['trained'] for r in results.values()), 2 * pairs * len(archs))}"
-              "). Accuracies in %, mean ± std over pairs.", ""]
+    header = [
+        f"## {dataset}{' (--quick)' if quick else ''}",
+        "",
+        f"`python -m benchmarks.run {argv}`".replace(" `", "`") + f" on "
+        f"{datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {total:.0f} s in all ("
+        + ", ".join(f"{a} {r['seconds']:.0f} s" for a, r in results.items())
+        + f"; {_trained_note(sum(r['trained'] for r in results.values()), 2 * pairs * len(archs))}"
+        "). Accuracies in %, mean ± std over pairs.",
+        "",
+    ]
     overview = ["### Overview: joint accuracy ± std / per-task average (%)", ""]
     overview += summary(results) + ["", "### The paper's ordering", ""] + ordering(results)
     overview += ["", "### Merge time and memory per stage (MuDSC zip, mean over pairs)", ""]
@@ -447,11 +618,22 @@ def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | Non
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.md").write_text(markdown + "\n")
-        (out / f"{name}.json").write_text(json.dumps(
-            {"dataset": dataset, "quick": quick, "pairs": pairs, "seconds": total,
-             "date": str(datetime.date.today()), "results": results}, indent=1))
+        (out / f"{name}.json").write_text(
+            json.dumps(
+                {
+                    "dataset": dataset,
+                    "quick": quick,
+                    "pairs": pairs,
+                    "seconds": total,
+                    "date": str(datetime.date.today()),
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
         if plots:
             from .plots import plot_results
+
             for path in plot_results(results, out, name, log=log):
                 log(f"wrote {path}")
     return markdown, results
@@ -459,35 +641,56 @@ def run(dataset: str = "mnist", archs: list[str] | None = None, pairs: int | Non
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="subsampled data, few epochs, small models, 2 pairs (< 10 min)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="subsampled data, few epochs, small models, 2 pairs (< 10 min)",
+    )
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "mnist1d"])
     parser.add_argument("--pairs", type=int, default=None, help="default 2 (--quick) or 5")
-    parser.add_argument("--archs", default=",".join(ARCHS),
-                        help=f"comma-separated, from {','.join(ARCHS)}")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated, from {','.join(METHODS)}")
+    parser.add_argument(
+        "--archs", default=",".join(ARCHS), help=f"comma-separated, from {','.join(ARCHS)}"
+    )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override every arch's epochs")
     parser.add_argument("--no-alpha-sweep", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache")
-    parser.add_argument("--summarize", type=Path, default=None, metavar="JSON",
-                        help="print the overview tables of a finished run's JSON and exit")
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print the overview tables of a finished run's JSON and exit",
+    )
     args = parser.parse_args(argv)
     if args.summarize is not None:
         results = json.loads(args.summarize.read_text())["results"]
-        print("\n".join(summary(results) + [""] + ordering(results) + [""]
-                        + speed_summary(results)))
+        print(
+            "\n".join(summary(results) + [""] + ordering(results) + [""] + speed_summary(results))
+        )
         return
     torch.set_num_threads(args.threads)
     archs = args.archs.split(",")
     if args.dataset == "mnist1d":
         archs = [a for a in archs if a == "mlp"] or ["mlp"]
-    markdown, _ = run(args.dataset, archs, args.pairs, args.quick, args.methods.split(","),
-                      args.out, args.cache, args.epochs, not args.no_alpha_sweep,
-                      not args.no_plots, log=lambda m: print(m, file=sys.stderr, flush=True))
+    markdown, _ = run(
+        args.dataset,
+        archs,
+        args.pairs,
+        args.quick,
+        args.methods.split(","),
+        args.out,
+        args.cache,
+        args.epochs,
+        not args.no_alpha_sweep,
+        not args.no_plots,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(markdown)
 
 

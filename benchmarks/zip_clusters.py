@@ -11,6 +11,7 @@ units of both models, *within-model* when it holds two or more units of one mode
 within-model merges allowed (MuDSC's b=1) can make a merged model that is the two models
 compressed to half width, side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,19 +51,25 @@ def cluster_counts(program, min_units: int = 8) -> dict[str, int]:
     return counts
 
 
-def run(archs: list[str], pair: int, quick: bool, cache: Path, dataset: str = "mnist",
-        log=print) -> str:
-    lines = ["| arch | merge | joint acc. | merged units | cross-model | within-model | singletons |",
-             "|---|---|---|---|---|---|---|"]
+def run(
+    archs: list[str], pair: int, quick: bool, cache: Path, dataset: str = "mnist", log=print
+) -> str:
+    lines = [
+        "| arch | merge | joint acc. | merged units | cross-model | within-model | singletons |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for arch in archs:
         (a, b), data, cal, _, _ = pair_setup(arch, dataset, pair, quick, cache, log=log)
         for label, method, options in MERGES:
-            merged, program = gm.merge([a, b], cal, method=method, progress=False,
-                                       return_program=True, **options)
+            merged, program = gm.merge(
+                [a, b], cal, method=method, progress=False, return_program=True, **options
+            )
             c = cluster_counts(program)
             joint = evaluate(merged, data)["joint"] * 100
-            lines.append(f"| {arch} | {label} | {joint:.1f} | {c['units']} | {c['cross']} | "
-                         f"{c['within']} | {c['single']} |")
+            lines.append(
+                f"| {arch} | {label} | {joint:.1f} | {c['units']} | {c['cross']} | "
+                f"{c['within']} | {c['single']} |"
+            )
             log(lines[-1])
     return "\n".join(lines)
 
@@ -76,10 +83,17 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", type=Path, default=ROOT / "cache")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    table = run(args.archs.split(","), args.pair, args.quick, args.cache,
-                log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"`python -m benchmarks.zip_clusters` (pair {args.pair}"
-          f"{', --quick' if args.quick else ''}); groups with more than 8 units\n")
+    table = run(
+        args.archs.split(","),
+        args.pair,
+        args.quick,
+        args.cache,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(
+        f"`python -m benchmarks.zip_clusters` (pair {args.pair}"
+        f"{', --quick' if args.quick else ''}); groups with more than 8 units\n"
+    )
     print(table)
 
 

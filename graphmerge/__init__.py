@@ -3,6 +3,7 @@
 Public API (see DESIGN.md): `permutation_groups`, `shuffle`, `analyze`; records
 `PermutationGroup`, `Member`, `Structure`, `CaptureSite`; errors `GraphMergeError` and subclasses.
 """
+
 from graphmerge.api import Analysis, analyze, permutation_groups, shuffle
 from graphmerge.errors import CheckpointError, GraphMergeError, InputError, TraceError, VerifyError
 from graphmerge.export import ExportError, export_onnx

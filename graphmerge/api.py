@@ -1,13 +1,14 @@
 """Public API: `permutation_groups`, `analyze`, `shuffle`.
 
-    >>> import torch, graphmerge as gm
-    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    >>> [g.name for g in gm.permutation_groups(net, torch.randn(3, 4)) if not g.frozen]
-    ['0:out']
-    >>> twin = gm.shuffle(net, torch.randn(3, 4), seed=0)
-    >>> torch.allclose(twin(torch.ones(1, 4)), net(torch.ones(1, 4)), atol=1e-6)
-    True
+>>> import torch, graphmerge as gm
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+>>> [g.name for g in gm.permutation_groups(net, torch.randn(3, 4)) if not g.frozen]
+['0:out']
+>>> twin = gm.shuffle(net, torch.randn(3, 4), seed=0)
+>>> torch.allclose(twin(torch.ones(1, 4)), net(torch.ones(1, 4)), atol=1e-6)
+True
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,9 @@ PIPELINE = [
 ]
 
 
-def compile_program(model: nn.Module, example_inputs: Inputs, *, verify: bool = True,
-                    strict: bool = False) -> Program:
+def compile_program(
+    model: nn.Module, example_inputs: Inputs, *, verify: bool = True, strict: bool = False
+) -> Program:
     """Run the analysis pipeline and return the whole `Program` (for passes and tools)."""
     program = Program(model=model, example_inputs=example_inputs, strict=strict)
     passes = PIPELINE if verify else [p for p in PIPELINE if p.name != "verify_groups"]
@@ -69,8 +71,9 @@ class Analysis:
         return free / total if total else 0.0
 
 
-def analyze(model: nn.Module, example_inputs: Inputs, *, verify: bool = True,
-            strict: bool = False) -> Analysis:
+def analyze(
+    model: nn.Module, example_inputs: Inputs, *, verify: bool = True, strict: bool = False
+) -> Analysis:
     """Trace `model`, infer and verify its permutation groups, and report on them."""
     program = compile_program(model, example_inputs, verify=verify, strict=strict)
     t = program.timings
@@ -89,8 +92,9 @@ def analyze(model: nn.Module, example_inputs: Inputs, *, verify: bool = True,
     )
 
 
-def permutation_groups(model: nn.Module, example_inputs: Inputs, *, verify: bool = True,
-                       strict: bool = False) -> list[PermutationGroup]:
+def permutation_groups(
+    model: nn.Module, example_inputs: Inputs, *, verify: bool = True, strict: bool = False
+) -> list[PermutationGroup]:
     """The model's permutation groups, in a deterministic order (see `PermutationGroup`).
 
     example_inputs: a Tensor, a tuple of positional Tensors, or a dict of keyword Tensors.
@@ -100,8 +104,9 @@ def permutation_groups(model: nn.Module, example_inputs: Inputs, *, verify: bool
     return list(compile_program(model, example_inputs, verify=verify, strict=strict).groups)
 
 
-def shuffle(model: nn.Module, example_inputs: Inputs, seed: int = 0, *,
-            strict: bool = False) -> nn.Module:
+def shuffle(
+    model: nn.Module, example_inputs: Inputs, seed: int = 0, *, strict: bool = False
+) -> nn.Module:
     """A copy of `model` (same class) with every free group randomly permuted.
 
     The function is unchanged: the permutations are exactly those the groups allow. The input

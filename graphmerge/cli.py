@@ -168,8 +168,11 @@ def _run_inspect(args: argparse.Namespace) -> int:
         from graphmerge.passes.partial import stop_points
 
         points = stop_points(analysis.program)
-        print(f"stop points for a partial merge (merge ... stop_at=NAME), {len(points)}: "
-              + ", ".join(points[:30]) + (" ..." if len(points) > 30 else ""))
+        print(
+            f"stop points for a partial merge (merge ... stop_at=NAME), {len(points)}: "
+            + ", ".join(points[:30])
+            + (" ..." if len(points) > 30 else "")
+        )
     if picture is not None:
         print(f"graph: {picture}")
     return 0
@@ -206,13 +209,20 @@ def _unruled_report(unruled: Sequence[tuple[str, str, int]]) -> str:
 
 def _add_merge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="merge config (YAML); see examples/merge_tiny_cnn.yaml")
-    parser.add_argument("--out", required=True,
-                        help="merged weights: .safetensors (or .pt, a plain state dict)")
+    parser.add_argument(
+        "--out", required=True, help="merged weights: .safetensors (or .pt, a plain state dict)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--strict", action="store_true",
-                        help="fail instead of freezing a group that fails the self-check")
-    parser.add_argument("--onnx", help="also export the merged model to this .onnx file "
-                        "(checked with onnxruntime on the first calibration batch)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail instead of freezing a group that fails the self-check",
+    )
+    parser.add_argument(
+        "--onnx",
+        help="also export the merged model to this .onnx file "
+        "(checked with onnxruntime on the first calibration batch)",
+    )
 
 
 def _calibration(spec) -> list:
@@ -222,11 +232,13 @@ def _calibration(spec) -> list:
         try:
             data = factory()
         except Exception as exc:
-            raise InputError(f"calling {spec.factory}() failed: {type(exc).__name__}: {exc}") \
-                from exc
+            raise InputError(
+                f"calling {spec.factory}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if isinstance(data, (torch.Tensor, dict)) or not hasattr(data, "__iter__"):
-            raise InputError(f"{spec.factory}() must return an iterable of batches, got "
-                             f"{type(data).__name__}")
+            raise InputError(
+                f"{spec.factory}() must return an iterable of batches, got {type(data).__name__}"
+            )
         return data
     from graphmerge.tasks import random_batches
 
@@ -260,9 +272,16 @@ def _run_merge(args: argparse.Namespace) -> int:
     models = [build_model(m.factory, m.weights) for m in config.models]
     data = _calibration(config.data) if config.data else None
     start = time.perf_counter()
-    merged, program = merge(models, data, method=config.method, reset_bn=config.reset_bn,
-                            progress=not args.no_progress, strict=args.strict,
-                            return_program=True, **config.parameters)
+    merged, program = merge(
+        models,
+        data,
+        method=config.method,
+        reset_bn=config.reset_bn,
+        progress=not args.no_progress,
+        strict=args.strict,
+        return_program=True,
+        **config.parameters,
+    )
     seconds = time.perf_counter() - start
     path = save_atomic(lambda tmp: _save_state(merged.state_dict(), tmp), out, protect)
     if args.onnx:
@@ -275,9 +294,11 @@ def _run_merge(args: argparse.Namespace) -> int:
         print(f"wrote {export_onnx(merged, next(iter(data)), args.onnx)}")
     solved = len(getattr(program, "assignments", {}) or {})
     free = len(program.free_groups())
-    print(f"merged {len(models)} x {type(models[0]).__name__} with {config.method} "
-          f"{config.parameters or ''} in {seconds:.1f} s: {solved} groups solved "
-          f"({free} free of {len(program.groups)})")
+    print(
+        f"merged {len(models)} x {type(models[0]).__name__} with {config.method} "
+        f"{config.parameters or ''} in {seconds:.1f} s: {solved} groups solved "
+        f"({free} free of {len(program.groups)})"
+    )
     stages = ("trace", "verify_groups", "collect_features", "solve_groups", "rewrite")
     print("  " + ", ".join(f"{k} {program.timings.get(k, 0.0):.2f} s" for k in stages))
     print(f"wrote {path}")
@@ -325,21 +346,23 @@ def _run_export(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.weights)
     inputs = build_inputs(args.input_shape, args.inputs)
     path = export_onnx(model, inputs, args.out, dynamic_batch=not args.static)
-    print(f"wrote {path} (checked with onnxruntime"
-          f"{'' if args.static else ' at two batch sizes'})")
+    print(f"wrote {path} (checked with onnxruntime{'' if args.static else ' at two batch sizes'})")
     return 0
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "demo": Subcommand("train two small models on bundled digits data, merge them, compare",
-                       _add_demo, _run_demo),
+    "demo": Subcommand(
+        "train two small models on bundled digits data, merge them, compare", _add_demo, _run_demo
+    ),
     "inspect": Subcommand(
         "trace a model, infer its permutation groups, and show them", _add_inspect, _run_inspect
     ),
-    "merge": Subcommand("merge models as a YAML config says, write the merged weights",
-                        _add_merge, _run_merge),
-    "export": Subcommand("export a model to ONNX, checked with onnxruntime", _add_export,
-                         _run_export),
+    "merge": Subcommand(
+        "merge models as a YAML config says, write the merged weights", _add_merge, _run_merge
+    ),
+    "export": Subcommand(
+        "export a model to ONNX, checked with onnxruntime", _add_export, _run_export
+    ),
 }
 
 

@@ -16,6 +16,7 @@
 Relative paths are resolved against the config file's folder first, then the working folder.
 Every error names the file and the bad key.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,8 +30,13 @@ __all__ = ["PARAMETERS", "DataSpec", "MergeConfig", "ModelSpec", "load_config"]
 
 # parameter name -> accepted types
 PARAMETERS: dict[str, tuple[type, ...]] = {
-    "matcher": (str,), "alpha": (int, float), "seed": (int,), "iters": (int,),
-    "patience": (int,), "zip_a": (int, float), "zip_b": (int, float),
+    "matcher": (str,),
+    "alpha": (int, float),
+    "seed": (int,),
+    "iters": (int,),
+    "patience": (int,),
+    "zip_a": (int, float),
+    "zip_b": (int, float),
 }
 _TOP = {"models", "data", "method", "parameters", "reset_bn"}
 
@@ -103,61 +109,100 @@ def load_config(path: str | Path) -> MergeConfig:
         raise InputError(f"{path}: not valid YAML: {exc}") from exc
     _expect(isinstance(raw, dict), str(path), "expected a mapping at the top level")
     unknown = sorted(set(raw) - _TOP)
-    _expect(not unknown, f"{path}: {unknown[0] if unknown else ''}",
-            f"unknown key; allowed keys: {sorted(_TOP)}")
+    _expect(
+        not unknown,
+        f"{path}: {unknown[0] if unknown else ''}",
+        f"unknown key; allowed keys: {sorted(_TOP)}",
+    )
     base = path.parent
     models = raw.get("models")
-    _expect(isinstance(models, list) and len(models) >= 2, f"{path}: models",
-            "expected a list of at least 2 models")
+    _expect(
+        isinstance(models, list) and len(models) >= 2,
+        f"{path}: models",
+        "expected a list of at least 2 models",
+    )
     specs = []
     for i, m in enumerate(models):
         where = f"{path}: models[{i}]"
         _expect(isinstance(m, dict), where, "expected a mapping with 'factory' (and 'weights')")
         extra = sorted(set(m) - {"factory", "weights"})
-        _expect(not extra, f"{where}.{extra[0] if extra else ''}",
-                "unknown key; allowed: factory, weights")
-        _expect(isinstance(m.get("factory"), str), f"{where}.factory",
-                "expected a string like 'file.py:build' or 'package.module:build'")
+        _expect(
+            not extra,
+            f"{where}.{extra[0] if extra else ''}",
+            "unknown key; allowed: factory, weights",
+        )
+        _expect(
+            isinstance(m.get("factory"), str),
+            f"{where}.factory",
+            "expected a string like 'file.py:build' or 'package.module:build'",
+        )
         weights = m.get("weights")
-        _expect(weights is None or isinstance(weights, str), f"{where}.weights",
-                f"expected a file path, got {type(weights).__name__}")
-        specs.append(ModelSpec(_resolve(m["factory"], base),
-                               _resolve(weights, base) if weights else None))
+        _expect(
+            weights is None or isinstance(weights, str),
+            f"{where}.weights",
+            f"expected a file path, got {type(weights).__name__}",
+        )
+        specs.append(
+            ModelSpec(_resolve(m["factory"], base), _resolve(weights, base) if weights else None)
+        )
     data = raw.get("data")
     data_spec = None
     if data is not None:
         where = f"{path}: data"
-        _expect(isinstance(data, dict), where, "expected a mapping with 'factory' or "
-                "'input_shape'")
+        _expect(isinstance(data, dict), where, "expected a mapping with 'factory' or 'input_shape'")
         extra = sorted(set(data) - {"factory", "input_shape", "batches"})
-        _expect(not extra, f"{where}.{extra[0] if extra else ''}",
-                "unknown key; allowed: factory, input_shape, batches")
-        _expect(("factory" in data) != ("input_shape" in data), where,
-                "give exactly one of 'factory' and 'input_shape'")
+        _expect(
+            not extra,
+            f"{where}.{extra[0] if extra else ''}",
+            "unknown key; allowed: factory, input_shape, batches",
+        )
+        _expect(
+            ("factory" in data) != ("input_shape" in data),
+            where,
+            "give exactly one of 'factory' and 'input_shape'",
+        )
         batches = data.get("batches", 4)
-        _expect(isinstance(batches, int) and batches > 0, f"{where}.batches",
-                "expected a positive integer")
+        _expect(
+            isinstance(batches, int) and batches > 0,
+            f"{where}.batches",
+            "expected a positive integer",
+        )
         factory = data.get("factory")
-        _expect(factory is None or isinstance(factory, str), f"{where}.factory",
-                "expected a string")
+        _expect(
+            factory is None or isinstance(factory, str), f"{where}.factory", "expected a string"
+        )
         shape = data.get("input_shape")
-        _expect(shape is None or isinstance(shape, str), f"{where}.input_shape",
-                "expected a string like '32,3,16,16'")
+        _expect(
+            shape is None or isinstance(shape, str),
+            f"{where}.input_shape",
+            "expected a string like '32,3,16,16'",
+        )
         data_spec = DataSpec(_resolve(factory, base) if factory else None, shape, batches)
     method = raw.get("method", "mudsc")
-    _expect(method in METHODS, f"{path}: method",
-            f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    _expect(
+        method in METHODS,
+        f"{path}: method",
+        f"unknown method {method!r}; choose one of {sorted(METHODS)}",
+    )
     params = raw.get("parameters") or {}
     _expect(isinstance(params, dict), f"{path}: parameters", "expected a mapping")
     for key, value in params.items():
-        _expect(key in PARAMETERS, f"{path}: parameters.{key}",
-                f"unknown parameter; allowed: {sorted(PARAMETERS)}")
-        _expect(isinstance(value, PARAMETERS[key]) and not isinstance(value, bool),
-                f"{path}: parameters.{key}", f"expected {PARAMETERS[key][0].__name__}, got "
-                f"{type(value).__name__}")
+        _expect(
+            key in PARAMETERS,
+            f"{path}: parameters.{key}",
+            f"unknown parameter; allowed: {sorted(PARAMETERS)}",
+        )
+        _expect(
+            isinstance(value, PARAMETERS[key]) and not isinstance(value, bool),
+            f"{path}: parameters.{key}",
+            f"expected {PARAMETERS[key][0].__name__}, got {type(value).__name__}",
+        )
     if "matcher" in params:
-        _expect(params["matcher"] in MATCHER_NAMES, f"{path}: parameters.matcher",
-                f"unknown matcher {params['matcher']!r}; choose one of {list(MATCHER_NAMES)}")
+        _expect(
+            params["matcher"] in MATCHER_NAMES,
+            f"{path}: parameters.matcher",
+            f"unknown matcher {params['matcher']!r}; choose one of {list(MATCHER_NAMES)}",
+        )
     if "alpha" in params:
         _expect(0 <= params["alpha"] <= 1, f"{path}: parameters.alpha", "expected 0 <= alpha <= 1")
     reset_bn = raw.get("reset_bn", True)

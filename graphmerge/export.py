@@ -7,6 +7,7 @@ The torch.export-based exporter (`torch.onnx.export(..., dynamo=True)`) writes a
 a batch of another size, and every output must match torch within tolerance. The file is written
 to a temporary name beside the target and renamed only once it passed.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,12 @@ class ExportError(GraphMergeError):
 
 def _grow_batch(inputs: tuple[tuple, dict]) -> tuple[tuple, dict]:
     """The same inputs with one more row on the batch axis (the first row repeated)."""
+
     def grow(v):
         if isinstance(v, torch.Tensor) and v.dim() > 0:
             return torch.cat([v, v[:1]], dim=0)
         return v
+
     args, kwargs = inputs
     return tuple(grow(a) for a in args), {k: grow(v) for k, v in kwargs.items()}
 
@@ -55,16 +58,27 @@ def _dynamic_shapes(args: tuple, kwargs: dict):
 def _unsupported(exc: BaseException) -> str:
     text = str(exc)
     for line in text.splitlines():
-        if "Unsupported" in line or "unsupported" in line or "not supported" in line or \
-                "No decompositions registered" in line or "OnnxExporterError" in line:
+        if (
+            "Unsupported" in line
+            or "unsupported" in line
+            or "not supported" in line
+            or "No decompositions registered" in line
+            or "OnnxExporterError" in line
+        ):
             return line.strip()[:300]
     return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _export(model: nn.Module, args: tuple, kwargs: dict, dynamic: bool):
-    return torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True,
-                             external_data=False, verbose=False,
-                             dynamic_shapes=_dynamic_shapes(args, kwargs) if dynamic else None)
+    return torch.onnx.export(
+        model,
+        args,
+        kwargs=kwargs or None,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+        dynamic_shapes=_dynamic_shapes(args, kwargs) if dynamic else None,
+    )
 
 
 def _run_ort(path: Path, args: tuple, kwargs: dict) -> list:
@@ -74,13 +88,15 @@ def _run_ort(path: Path, args: tuple, kwargs: dict) -> list:
     values = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
     names = [i.name for i in session.get_inputs()]
     if len(names) != len(values):
-        raise ExportError(f"the ONNX graph takes {len(names)} inputs, the model was given "
-                          f"{len(values)} tensors")
+        raise ExportError(
+            f"the ONNX graph takes {len(names)} inputs, the model was given {len(values)} tensors"
+        )
     return session.run(None, {n: v.detach().cpu().numpy() for n, v in zip(names, values)})
 
 
-def _compare(model: nn.Module, path: Path, args: tuple, kwargs: dict, rtol: float,
-             atol: float, what: str) -> float:
+def _compare(
+    model: nn.Module, path: Path, args: tuple, kwargs: dict, rtol: float, atol: float, what: str
+) -> float:
     with torch.no_grad():
         ref = [t for t in tree_leaves(model(*args, **kwargs)) if isinstance(t, torch.Tensor)]
     got = _run_ort(path, args, kwargs)
@@ -90,19 +106,30 @@ def _compare(model: nn.Module, path: Path, args: tuple, kwargs: dict, rtol: floa
     for i, (r, g) in enumerate(zip(ref, got)):
         g = torch.as_tensor(g)
         if tuple(g.shape) != tuple(r.shape):
-            raise ExportError(f"output {i} has shape {tuple(g.shape)} in onnxruntime, "
-                              f"{tuple(r.shape)} in torch ({what})")
+            raise ExportError(
+                f"output {i} has shape {tuple(g.shape)} in onnxruntime, "
+                f"{tuple(r.shape)} in torch ({what})"
+            )
         diff = (g.to(torch.float64) - r.to(torch.float64)).abs()
         bound = atol + rtol * r.to(torch.float64).abs()
         if (diff > bound).any():
-            raise ExportError(f"onnxruntime differs from torch on output {i} ({what}): max "
-                              f"abs difference {diff.max().item():.3g} (rtol {rtol}, atol {atol})")
+            raise ExportError(
+                f"onnxruntime differs from torch on output {i} ({what}): max "
+                f"abs difference {diff.max().item():.3g} (rtol {rtol}, atol {atol})"
+            )
         worst = max(worst, diff.max().item() if diff.numel() else 0.0)
     return worst
 
 
-def export_onnx(model: nn.Module, example_inputs: Inputs, path: str | os.PathLike, *,
-                dynamic_batch: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> Path:
+def export_onnx(
+    model: nn.Module,
+    example_inputs: Inputs,
+    path: str | os.PathLike,
+    *,
+    dynamic_batch: bool = True,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> Path:
     """Export `model` to the ONNX file `path`, verified with onnxruntime; returns the path.
 
     dynamic_batch: make axis 0 of every input dynamic and check a second batch size too (falls
@@ -128,16 +155,20 @@ def export_onnx(model: nn.Module, example_inputs: Inputs, path: str | os.PathLik
                 dynamic = dynamic_batch
             except Exception as exc:
                 if not dynamic_batch:
-                    raise ExportError(f"torch.onnx.export failed on {name}: {_unsupported(exc)}") \
-                        from exc
+                    raise ExportError(
+                        f"torch.onnx.export failed on {name}: {_unsupported(exc)}"
+                    ) from exc
                 try:
                     program = _export(model, args, kwargs, False)
                 except Exception as exc2:
-                    raise ExportError(f"torch.onnx.export failed on {name}: "
-                                      f"{_unsupported(exc2)}") from exc2
-                warnings.warn(f"{name} could not be exported with a dynamic batch axis "
-                              f"({_unsupported(exc)}); the ONNX file has a fixed batch size",
-                              stacklevel=2)
+                    raise ExportError(
+                        f"torch.onnx.export failed on {name}: {_unsupported(exc2)}"
+                    ) from exc2
+                warnings.warn(
+                    f"{name} could not be exported with a dynamic batch axis "
+                    f"({_unsupported(exc)}); the ONNX file has a fixed batch size",
+                    stacklevel=2,
+                )
                 dynamic = False
             program.save(str(tmp))
             _compare(model, tmp, args, kwargs, rtol, atol, "example inputs")

@@ -192,8 +192,10 @@ def _load_pretrained_dir(path: Path) -> dict[str, Tensor]:
             for shard in shards:
                 state.update(load_state_dict(path / shard))
             return state
-    raise CheckpointError(f"folder {str(path)!r} holds no weights: expected one of "
-                          f"{', '.join(_PRETRAINED_FILES + _PRETRAINED_INDEXES)}")
+    raise CheckpointError(
+        f"folder {str(path)!r} holds no weights: expected one of "
+        f"{', '.join(_PRETRAINED_FILES + _PRETRAINED_INDEXES)}"
+    )
 
 
 def load_pretrained(path: str | os.PathLike):

@@ -6,6 +6,7 @@
 batch), used for activation statistics and to reset BatchNorm statistics. The inputs are never
 modified: BatchNorm resets of the base models happen on copies.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,16 +62,22 @@ def check_models(models) -> list[nn.Module]:
     ref = models[0].state_dict()
     for i, m in enumerate(models[1:], start=1):
         if type(m).__qualname__ != type(models[0]).__qualname__:
-            raise InputError(f"model {i} is a {type(m).__name__}, model 0 a "
-                             f"{type(models[0]).__name__}: merge needs one architecture")
+            raise InputError(
+                f"model {i} is a {type(m).__name__}, model 0 a "
+                f"{type(models[0]).__name__}: merge needs one architecture"
+            )
         state = m.state_dict()
         for key in ref:
             if key not in state:
-                raise InputError(f"model {i} has no parameter {key!r} (model 0 has "
-                                 f"{tuple(ref[key].shape)}): the architectures differ")
+                raise InputError(
+                    f"model {i} has no parameter {key!r} (model 0 has "
+                    f"{tuple(ref[key].shape)}): the architectures differ"
+                )
             if state[key].shape != ref[key].shape:
-                raise InputError(f"parameter {key!r} has shape {tuple(state[key].shape)} in "
-                                 f"model {i} but {tuple(ref[key].shape)} in model 0")
+                raise InputError(
+                    f"parameter {key!r} has shape {tuple(state[key].shape)} in "
+                    f"model {i} but {tuple(ref[key].shape)} in model 0"
+                )
         extra = [k for k in state if k not in ref]
         if extra:
             raise InputError(f"model {i} has parameter {extra[0]!r} that model 0 lacks")
@@ -109,18 +116,35 @@ def _batches(data) -> list | object:
     if data is None:
         return None
     if isinstance(data, (torch.Tensor, dict)):
-        raise InputError("data must be an iterable of batches (e.g. a list or a DataLoader), "
-                         "not a single batch: wrap it as [batch]")
+        raise InputError(
+            "data must be an iterable of batches (e.g. a list or a DataLoader), "
+            "not a single batch: wrap it as [batch]"
+        )
     if iter(data) is data:  # a one-shot iterator: keep its batches for the several passes
         data = list(data)
     return data
 
 
-def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alpha: float = 0.5,
-          seed: int = 0, iters: int = 100, patience: int = 5, reset_bn: bool = True,
-          zip_a: float | None = None, zip_b: float | None = None, example_inputs=None,
-          progress: bool = True, strict: bool = False, stop_at: str | None = None,
-          combine: str = "tuple", return_program: bool = False):
+def merge(
+    models,
+    data=None,
+    method: str = "mudsc",
+    *,
+    matcher: str = "zip",
+    alpha: float = 0.5,
+    seed: int = 0,
+    iters: int = 100,
+    patience: int = 5,
+    reset_bn: bool = True,
+    zip_a: float | None = None,
+    zip_b: float | None = None,
+    example_inputs=None,
+    progress: bool = True,
+    strict: bool = False,
+    stop_at: str | None = None,
+    combine: str = "tuple",
+    return_program: bool = False,
+):
     """Merge `models` (same architecture) into one new model of the first model's class.
 
     method: "mudsc" (matcher "zip" or "permute", alpha = weight-space share), "zipit",
@@ -150,8 +174,11 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
     data = _batches(data)
     needs_data = spec.needs_data and not (spec.solver == "mudsc" and alpha >= 1.0)
     if data is None and (needs_data or example_inputs is None):
-        raise InputError(f"method {method!r} needs calibration data: pass data=[batch, ...]"
-                         if needs_data else "pass example_inputs (or data) to trace the models")
+        raise InputError(
+            f"method {method!r} needs calibration data: pass data=[batch, ...]"
+            if needs_data
+            else "pass example_inputs (or data) to trace the models"
+        )
     example = example_inputs
     if example is None:
         example = next(iter(data), None)
@@ -174,8 +201,9 @@ def merge(models, data=None, method: str = "mudsc", *, matcher: str = "zip", alp
     zip_a = spec.zip_a if zip_a is None else zip_a
     zip_b = spec.zip_b if zip_b is None else zip_b
     options = {"a": zip_a, "b": zip_b} if matcher == "zip" else {}
-    solve_groups(program, states, spec.solver, matcher, alpha, seed, iters, patience, options,
-                 progress)
+    solve_groups(
+        program, states, spec.solver, matcher, alpha, seed, iters, patience, options, progress
+    )
     spans["solve_groups"] = (start, time.perf_counter())
     start = time.perf_counter()
     rewrite(program, states)

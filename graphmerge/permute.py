@@ -5,6 +5,7 @@ in parent groups (units within heads) has one permutation per index of its paren
 shape (*parent sizes, size), indexed by the parents' *old* indices, so that a head's units move
 with the head and are shuffled inside it.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ from graphmerge.program import Program
 __all__ = ["axis_gather_index", "permute_state_dict", "random_permutations"]
 
 
-def random_permutations(program: Program, seed: int, names=None,
-                        avoid_identity: bool = False) -> dict[int, np.ndarray]:
+def random_permutations(
+    program: Program, seed: int, names=None, avoid_identity: bool = False
+) -> dict[int, np.ndarray]:
     """A random allowed permutation per free group (all of them, or those in `names`)."""
     rng = np.random.default_rng(seed)
     perms: dict[int, np.ndarray] = {}
@@ -39,8 +41,12 @@ def random_permutations(program: Program, seed: int, names=None,
     return perms
 
 
-def axis_gather_index(lay: Layout, perms: dict[int, np.ndarray], store: SpaceStore,
-                      parents: dict[int, tuple[int, ...]]) -> np.ndarray:
+def axis_gather_index(
+    lay: Layout,
+    perms: dict[int, np.ndarray],
+    store: SpaceStore,
+    parents: dict[int, tuple[int, ...]],
+) -> np.ndarray:
     """Old position for every new position of an axis with layout `lay`."""
     total = store.size(lay)
     coords: dict[int, np.ndarray] = {}
@@ -68,13 +74,14 @@ def _resolve(lay, new, rows, coords, perms, store, parents, total) -> np.ndarray
             size = store.size(part)
             mask = (new >= off) & (new < off + size)
             if mask.any():
-                out[mask] = off + _resolve(part, new[mask] - off, rows[mask], coords, perms,
-                                           store, parents, total)
+                out[mask] = off + _resolve(
+                    part, new[mask] - off, rows[mask], coords, perms, store, parents, total
+                )
             off += size
         return out
     if isinstance(lay, Prod):
         sizes = [store.size(p) for p in lay.parts]
-        strides = [math.prod(sizes[i + 1:]) for i in range(len(sizes))]
+        strides = [math.prod(sizes[i + 1 :]) for i in range(len(sizes))]
         digits = [(new // st) % sz for st, sz in zip(strides, sizes)]
         old_digits: list = [None] * len(sizes)
         pending = list(range(len(lay.parts)))
@@ -83,11 +90,13 @@ def _resolve(lay, new, rows, coords, perms, store, parents, total) -> np.ndarray
             for i in list(pending):
                 leaves = store.leaves(lay.parts[i])
                 needs = {p for s in leaves for p in parents.get(s, ()) if s in perms}
-                ready = all(p in coords and (coords[p][rows] >= 0).all() for p in needs
-                            if p not in leaves)
+                ready = all(
+                    p in coords and (coords[p][rows] >= 0).all() for p in needs if p not in leaves
+                )
                 if ready:
-                    old_digits[i] = _resolve(lay.parts[i], digits[i], rows, coords, perms, store,
-                                             parents, total)
+                    old_digits[i] = _resolve(
+                        lay.parts[i], digits[i], rows, coords, perms, store, parents, total
+                    )
                     pending.remove(i)
                     progressed = True
             if not progressed:
@@ -96,8 +105,9 @@ def _resolve(lay, new, rows, coords, perms, store, parents, total) -> np.ndarray
     return new  # UNIT or empty
 
 
-def permute_state_dict(program: Program, perms: dict[int, np.ndarray],
-                       state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def permute_state_dict(
+    program: Program, perms: dict[int, np.ndarray], state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """A new state dict with every parameter axis gathered by the permutations."""
     store = program.store
     parents = {gs.space: gs.parents for gs in program.spaces.values()}

@@ -5,6 +5,7 @@ Whole-program facts are typed fields of `Program`. The pipeline is one ordered l
 passes; each pass names what it requires, and a missing prerequisite is an error naming both.
 Set `GRAPHMERGE_DUMP=pass_name` (or `all`) to print the program after a pass.
 """
+
 from __future__ import annotations
 
 import os
@@ -94,8 +95,10 @@ class Program:
             for m in g.members:
                 lines.append(f"      {m}")
         if self.unruled:
-            lines.append("  ops without rules: " + ", ".join(
-                f"{op} at {where} x{n}" for (op, where), n in self.unruled.items()))
+            lines.append(
+                "  ops without rules: "
+                + ", ".join(f"{op} at {where} x{n}" for (op, where), n in self.unruled.items())
+            )
         return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 All records are frozen dataclasses so that dumps diff cleanly and nothing downstream can edit
 an analysis result by accident.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

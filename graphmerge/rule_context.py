@@ -4,6 +4,7 @@ A rule (graphmerge/rules.py) receives a `RuleContext`: the node, its normalized 
 layouts of its tensor arguments (stacked layouts collapsed unless the rule is structural), and
 the operations it may perform on the analysis state (unify, freeze, contract, new spaces).
 """
+
 from __future__ import annotations
 
 import operator
@@ -27,9 +28,28 @@ __all__ = [
     "source_location",
 ]
 
-_PASSTHROUGH = {"permute", "transpose", "unsqueeze", "squeeze", "contiguous", "clone", "alias",
-                "_to_copy", "to", "detach", "expand", "t", "view", "reshape", "_unsafe_view",
-                "dropout", "lift_fresh_copy", "type_as", "flatten", "unflatten"}
+_PASSTHROUGH = {
+    "permute",
+    "transpose",
+    "unsqueeze",
+    "squeeze",
+    "contiguous",
+    "clone",
+    "alias",
+    "_to_copy",
+    "to",
+    "detach",
+    "expand",
+    "t",
+    "view",
+    "reshape",
+    "_unsafe_view",
+    "dropout",
+    "lift_fresh_copy",
+    "type_as",
+    "flatten",
+    "unflatten",
+}
 
 
 def source_location(node: fx.Node) -> str:
@@ -155,8 +175,9 @@ class RuleContext:
         for lay in lays:
             if isinstance(lay, Alt):
                 for other in lay.options[1:]:
-                    self.store.unify(lay.options[0], other, f"stacked tensor used whole "
-                                                          f"({self.where()})")
+                    self.store.unify(
+                        lay.options[0], other, f"stacked tensor used whole ({self.where()})"
+                    )
                 lay = lay.options[0]
             elif isinstance(lay, Blk):
                 lay = self.store.new(lay.size, "stack", frozen=f"stack index ({self.where()})")
@@ -177,8 +198,9 @@ class RuleContext:
         if prov is not None and prov[dim] is not None:
             self.program.param_roles.setdefault(prov[dim], set()).add("in")
             return
-        self.program.sites.append(Site(self.node.name, argpos, dim, lays[dim],
-                                       module_path(self.node), "consumer-input"))
+        self.program.sites.append(
+            Site(self.node.name, argpos, dim, lays[dim], module_path(self.node), "consumer-input")
+        )
 
     def block_dims(self) -> list[int]:
         """Output axes of this reshape that are only ever indexed by constants downstream."""
@@ -191,7 +213,6 @@ class RuleContext:
 
 class NoLayout(Exception):
     """An argument has no layout (its producer was not annotated)."""
-
 
 
 def _follow(user: fx.Node, node: fx.Node, d: int):
@@ -214,8 +235,16 @@ def _follow(user: fx.Node, node: fx.Node, d: int):
     if name == "transpose":
         a, b = (x + len(in_shape) if x < 0 else x for x in args[1:3])
         return b if d == a else a if d == b else d
-    if name in ("unsqueeze", "squeeze", "view", "reshape", "_unsafe_view", "flatten", "unflatten",
-                "expand"):
+    if name in (
+        "unsqueeze",
+        "squeeze",
+        "view",
+        "reshape",
+        "_unsafe_view",
+        "flatten",
+        "unflatten",
+        "expand",
+    ):
         # the axis survives if the sizes before it keep their product and it keeps its size
         before = 1
         for s in in_shape[:d]:

@@ -8,6 +8,7 @@ activation a capture site), and freeze what it cannot follow (`cx.freeze`). Rule
 
 An op with no entry freezes every axis it touches (see passes/annotate_axes.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,6 +41,7 @@ def _register(*ops, structural: bool = False):
             if op is not None:
                 RULES[op] = Rule(fn, structural)
         return fn
+
     return deco
 
 
@@ -64,28 +66,152 @@ def _dim(d: int, rank: int) -> int:
 
 # -- elementwise ------------------------------------------------------------------------------
 _UNARY = [
-    "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_",
-    "hardtanh", "hardtanh_", "relu6", "elu", "elu_", "leaky_relu", "leaky_relu_", "hardswish",
-    "hardswish_", "hardsigmoid", "hardsigmoid_", "mish", "softplus", "selu", "celu",     "neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "erf", "sin", "cos", "tan",
-    "reciprocal", "square", "sign", "floor", "ceil", "round", "trunc", "logical_not", "isnan",
-    "isinf", "nan_to_num", "dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout",
-    "dropout_", "feature_dropout_", "alpha_dropout_", "feature_alpha_dropout_",
-    "clone", "contiguous", "detach", "detach_", "alias", "lift_fresh_copy", "_to_copy", "to",
-    "type_as", "clamp", "clamp_", "clamp_min", "clamp_max", "softmax", "_softmax", "log_softmax",
-    "_log_softmax", "special_erf", "_safe_softmax", "logit", "sinh", "cosh", "asin", "acos", "atan",
-    "bitwise_not", "frac", "positive"
+    "relu",
+    "relu_",
+    "gelu",
+    "gelu_",
+    "silu",
+    "silu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "hardtanh",
+    "hardtanh_",
+    "relu6",
+    "elu",
+    "elu_",
+    "leaky_relu",
+    "leaky_relu_",
+    "hardswish",
+    "hardswish_",
+    "hardsigmoid",
+    "hardsigmoid_",
+    "mish",
+    "softplus",
+    "selu",
+    "celu",
+    "neg",
+    "exp",
+    "log",
+    "log1p",
+    "expm1",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "erf",
+    "sin",
+    "cos",
+    "tan",
+    "reciprocal",
+    "square",
+    "sign",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "logical_not",
+    "isnan",
+    "isinf",
+    "nan_to_num",
+    "dropout",
+    "alpha_dropout",
+    "feature_dropout",
+    "feature_alpha_dropout",
+    "dropout_",
+    "feature_dropout_",
+    "alpha_dropout_",
+    "feature_alpha_dropout_",
+    "clone",
+    "contiguous",
+    "detach",
+    "detach_",
+    "alias",
+    "lift_fresh_copy",
+    "_to_copy",
+    "to",
+    "type_as",
+    "clamp",
+    "clamp_",
+    "clamp_min",
+    "clamp_max",
+    "softmax",
+    "_softmax",
+    "log_softmax",
+    "_log_softmax",
+    "special_erf",
+    "_safe_softmax",
+    "logit",
+    "sinh",
+    "cosh",
+    "asin",
+    "acos",
+    "atan",
+    "bitwise_not",
+    "frac",
+    "positive",
 ]
 _BINARY = [
-    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "rsub", "maximum", "minimum",
-    "where", "masked_fill", "masked_fill_", "pow", "eq", "ne", "lt", "gt", "le", "ge",
-    "logical_and", "logical_or", "logical_xor", "addcmul", "addcdiv", "lerp", "fmod", "remainder",
-    "atan2", "floor_divide", "bitwise_and", "bitwise_or", "bitwise_xor", "copysign", "hypot",
-    "xlogy", "fmax", "fmin", "true_divide", "__and__", "__or__", "__xor__", "__iand__",
+    "add",
+    "add_",
+    "sub",
+    "sub_",
+    "mul",
+    "mul_",
+    "div",
+    "div_",
+    "rsub",
+    "maximum",
+    "minimum",
+    "where",
+    "masked_fill",
+    "masked_fill_",
+    "pow",
+    "eq",
+    "ne",
+    "lt",
+    "gt",
+    "le",
+    "ge",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "addcmul",
+    "addcdiv",
+    "lerp",
+    "fmod",
+    "remainder",
+    "atan2",
+    "floor_divide",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_xor",
+    "copysign",
+    "hypot",
+    "xlogy",
+    "fmax",
+    "fmin",
+    "true_divide",
+    "__and__",
+    "__or__",
+    "__xor__",
+    "__iand__",
     "__ior__",
 ]
 
-_STRUCTURAL_UNARY = {"clone", "contiguous", "detach", "detach_", "alias", "lift_fresh_copy",
-                     "_to_copy", "to", "type_as", "dropout", "dropout_"}
+_STRUCTURAL_UNARY = {
+    "clone",
+    "contiguous",
+    "detach",
+    "detach_",
+    "alias",
+    "lift_fresh_copy",
+    "_to_copy",
+    "to",
+    "type_as",
+    "dropout",
+    "dropout_",
+}
 
 
 def _unary(cx):
@@ -135,22 +261,62 @@ def _uniform_new(cx):
 
 def _varying_new(cx):
     name = cx.op_name()
-    return tuple(cx.new(s, "constant", frozen=f"{name} values vary along the axis ({cx.where()})")
-                 for s in cx.out_shape())
+    return tuple(
+        cx.new(s, "constant", frozen=f"{name} values vary along the axis ({cx.where()})")
+        for s in cx.out_shape()
+    )
 
 
-for _name in ["zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like",
-              "empty_like", "new_zeros", "new_ones", "new_full", "new_empty", "scalar_tensor",
-              "empty_strided", "new_empty_strided", "fill", "zero"]:
+for _name in [
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "empty_like",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty",
+    "scalar_tensor",
+    "empty_strided",
+    "new_empty_strided",
+    "fill",
+    "zero",
+]:
     _register(_op(_name))(_uniform_new)
-for _name in ["arange", "linspace", "logspace", "randn", "rand", "randint", "randn_like",
-              "rand_like", "randint_like", "eye", "tensor", "randperm", "normal", "bernoulli"]:
+for _name in [
+    "arange",
+    "linspace",
+    "logspace",
+    "randn",
+    "rand",
+    "randint",
+    "randn_like",
+    "rand_like",
+    "randint_like",
+    "eye",
+    "tensor",
+    "randperm",
+    "normal",
+    "bernoulli",
+]:
     _register(_op(_name))(_varying_new)
 
 
-@_register(_op("_assert_tensor_metadata"), _op("_assert_scalar"), _op("sym_constrain_range"),
-           _op("sym_constrain_range_for_size"), _op("_assert_async"), _op("sym_size"),
-           _op("sym_numel"), _op("sym_stride"), _op("_check_is_size"))
+@_register(
+    _op("_assert_tensor_metadata"),
+    _op("_assert_scalar"),
+    _op("sym_constrain_range"),
+    _op("sym_constrain_range_for_size"),
+    _op("_assert_async"),
+    _op("sym_size"),
+    _op("sym_numel"),
+    _op("sym_stride"),
+    _op("_check_is_size"),
+)
 def _no_tensor(cx):
     return None
 
@@ -241,8 +407,10 @@ def _sdpa(cx):
     out = batch + (q[-2], v[-1])
     n_out = len(cx.out_shapes())
     if n_out > 1:  # variants that also return logsumexp etc.
-        return [out] + [tuple(cx.new(s, "aux", frozen="attention auxiliary output")
-                              for s in shp) for shp in cx.out_shapes()[1:]]
+        return [out] + [
+            tuple(cx.new(s, "aux", frozen="attention auxiliary output") for s in shp)
+            for shp in cx.out_shapes()[1:]
+        ]
     return out
 
 
@@ -275,8 +443,10 @@ def _conv(cx, transposed: bool, groups: int):
             cx.unify(w[w_out], out_ch, "grouped conv output")
     if cx.is_tensor(2):
         cx.unify(cx.axes(2)[0], out_ch, "conv bias")
-    spatial = tuple(cx.new(s, "spatial", frozen=f"spatial axis of {cx.op_name()}")
-                    for s in cx.out_shape()[lead + 1:])
+    spatial = tuple(
+        cx.new(s, "spatial", frozen=f"spatial axis of {cx.op_name()}")
+        for s in cx.out_shape()[lead + 1 :]
+    )
     return tuple(x[:lead]) + (out_ch,) + spatial
 
 
@@ -310,16 +480,23 @@ def _batch_norm(cx):
     return _channel_norm(cx, [1, 2, 3, 4])
 
 
-@_register(_op("_native_batch_norm_legit_no_training"), _op("_native_batch_norm_legit"),
-           _op("_native_batch_norm_legit_functional"), _op("native_batch_norm"),
-           _op("cudnn_batch_norm"))
+@_register(
+    _op("_native_batch_norm_legit_no_training"),
+    _op("_native_batch_norm_legit"),
+    _op("_native_batch_norm_legit_functional"),
+    _op("native_batch_norm"),
+    _op("cudnn_batch_norm"),
+)
 def _native_batch_norm(cx):
     x = _channel_norm(cx, [1, 2, 3, 4])
     ch = x[1] if len(x) > 1 else x[0]
     outs = [x]
     for shp in cx.out_shapes()[1:]:
-        outs.append((ch,) if len(shp) == 1 and shp[0] == cx.store.size(ch) else
-                    tuple(cx.new(s, "aux", frozen="norm statistics") for s in shp))
+        outs.append(
+            (ch,)
+            if len(shp) == 1 and shp[0] == cx.store.size(ch)
+            else tuple(cx.new(s, "aux", frozen="norm statistics") for s in shp)
+        )
     return outs
 
 
@@ -336,9 +513,12 @@ def _layer_norm(cx):
     if len(shapes) == 1:
         return x
     stats = tuple(x[:-n]) + (UNIT,) * n
-    return [x] + [stats if len(s) == len(stats) else
-                  tuple(cx.new(d, "aux", frozen="norm statistics") for d in s)
-                  for s in shapes[1:]]
+    return [x] + [
+        stats
+        if len(s) == len(stats)
+        else tuple(cx.new(d, "aux", frozen="norm statistics") for d in s)
+        for s in shapes[1:]
+    ]
 
 
 @_register(aten.group_norm, _op("native_group_norm"))
@@ -350,13 +530,15 @@ def _group_norm(cx):
     if groups > 1:
         split = Prod((cx.new(groups, "groups"), cx.new(channels // groups, "group_dim")))
         cx.unify(x[1], split, "group_norm groups")
-    for i in ((1, 2) if native else (2, 3)):
+    for i in (1, 2) if native else (2, 3):
         if cx.is_tensor(i):
             cx.unify(cx.axes(i)[0], x[1], "group_norm parameter")
     if not native:
         return x
-    return [x] + [tuple(cx.new(s, "aux", frozen="norm statistics") for s in shp)
-                  for shp in cx.out_shapes()[1:]]
+    return [x] + [
+        tuple(cx.new(s, "aux", frozen="norm statistics") for s in shp)
+        for shp in cx.out_shapes()[1:]
+    ]
 
 
 @_register(aten.embedding)
@@ -386,8 +568,19 @@ def _reduced(x: tuple, dims: list[int], keepdim: bool) -> tuple:
     return tuple(out)
 
 
-@_register(aten.sum, aten.mean, aten.amax, aten.amin, _op("prod"), _op("any"), _op("all"),
-           _op("logsumexp"), _op("nansum"), _op("nanmean"), _op("count_nonzero"))
+@_register(
+    aten.sum,
+    aten.mean,
+    aten.amax,
+    aten.amin,
+    _op("prod"),
+    _op("any"),
+    _op("all"),
+    _op("logsumexp"),
+    _op("nansum"),
+    _op("nanmean"),
+    _op("count_nonzero"),
+)
 def _reduce(cx):
     x = cx.axes(0)
     dims = cx.args[1] if len(cx.args) > 1 and not isinstance(cx.args[1], torch.dtype) else None
@@ -426,8 +619,18 @@ def _norm(cx):
     return out
 
 
-@_register(_op("max"), _op("min"), _op("argmax"), _op("argmin"), _op("sort"), _op("topk"),
-           _op("argsort"), _op("kthvalue"), _op("median"), _op("mode"))
+@_register(
+    _op("max"),
+    _op("min"),
+    _op("argmax"),
+    _op("argmin"),
+    _op("sort"),
+    _op("topk"),
+    _op("argsort"),
+    _op("kthvalue"),
+    _op("median"),
+    _op("mode"),
+)
 def _index_reduce(cx):
     """Reductions whose result carries indices (or order) along the reduced axis: it is pinned."""
     x = cx.axes(0)
@@ -445,15 +648,19 @@ def _index_reduce(cx):
         dim = -1 if dim is None else dim
     if dim is None:
         cx.freeze_all(x, f"{name} over all axes ({cx.where()})")
-        return [tuple(cx.new(s, "idx", frozen=name) for s in shp) for shp in shapes] \
-            if len(shapes) > 1 else tuple(cx.new(s, "idx", frozen=name) for s in shapes[0])
+        return (
+            [tuple(cx.new(s, "idx", frozen=name) for s in shp) for shp in shapes]
+            if len(shapes) > 1
+            else tuple(cx.new(s, "idx", frozen=name) for s in shapes[0])
+        )
     d = _dim(dim, len(x))
     cx.freeze(x[d], f"{name} returns positions along this axis ({cx.where()})")
     outs = []
     for shp in shapes:
         if len(shp) == len(x):
-            outs.append(tuple(x[i] if i != d else cx.new(shp[d], "idx", frozen=name)
-                              for i in range(len(x))))
+            outs.append(
+                tuple(x[i] if i != d else cx.new(shp[d], "idx", frozen=name) for i in range(len(x)))
+            )
         else:
             outs.append(tuple(x[i] for i in range(len(x)) if i != d))
     return outs if len(shapes) > 1 else outs[0]
@@ -468,23 +675,63 @@ def _spatial_op(nspatial: int):
         outs = []
         for shp in cx.out_shapes():
             keep = tuple(x[: len(x) - nspatial])
-            outs.append(keep + tuple(cx.new(s, "spatial", frozen=f"spatial axis of {cx.op_name()}")
-                                     for s in shp[len(keep):]))
+            outs.append(
+                keep
+                + tuple(
+                    cx.new(s, "spatial", frozen=f"spatial axis of {cx.op_name()}")
+                    for s in shp[len(keep) :]
+                )
+            )
         return outs if len(outs) > 1 else outs[0]
+
     return rule
 
 
 for _names, _k in [
-    (["max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d",
-      "max_pool1d_with_indices", "upsample_nearest1d", "upsample_linear1d", "reflection_pad1d",
-      "replication_pad1d"], 1),
-    (["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-      "max_pool2d_with_indices", "_adaptive_avg_pool2d", "upsample_nearest2d",
-      "upsample_bilinear2d", "upsample_bicubic2d", "_upsample_nearest_exact2d",
-      "_upsample_bilinear2d_aa", "reflection_pad2d", "replication_pad2d"],
-     2),
-    (["max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
-      "max_pool3d_with_indices", "upsample_nearest3d", "upsample_trilinear3d"], 3),
+    (
+        [
+            "max_pool1d",
+            "avg_pool1d",
+            "adaptive_avg_pool1d",
+            "adaptive_max_pool1d",
+            "max_pool1d_with_indices",
+            "upsample_nearest1d",
+            "upsample_linear1d",
+            "reflection_pad1d",
+            "replication_pad1d",
+        ],
+        1,
+    ),
+    (
+        [
+            "max_pool2d",
+            "avg_pool2d",
+            "adaptive_avg_pool2d",
+            "adaptive_max_pool2d",
+            "max_pool2d_with_indices",
+            "_adaptive_avg_pool2d",
+            "upsample_nearest2d",
+            "upsample_bilinear2d",
+            "upsample_bicubic2d",
+            "_upsample_nearest_exact2d",
+            "_upsample_bilinear2d_aa",
+            "reflection_pad2d",
+            "replication_pad2d",
+        ],
+        2,
+    ),
+    (
+        [
+            "max_pool3d",
+            "avg_pool3d",
+            "adaptive_avg_pool3d",
+            "adaptive_max_pool3d",
+            "max_pool3d_with_indices",
+            "upsample_nearest3d",
+            "upsample_trilinear3d",
+        ],
+        3,
+    ),
 ]:
     for _name in _names:
         _register(_op(_name))(_spatial_op(_k))
@@ -519,7 +766,7 @@ def _positional(cx):
     if dims is None or dims == []:
         cx.freeze_all(x, f"{cx.op_name()} over all axes")
         return tuple(cx.new(s, "pinned", frozen=cx.op_name()) for s in cx.out_shape())
-    for d in ([dims] if isinstance(dims, int) else dims):
+    for d in [dims] if isinstance(dims, int) else dims:
         cx.freeze(x[_dim(d, len(x))], f"{cx.op_name()} moves positions along the axis")
     return x
 
@@ -575,8 +822,11 @@ def _squeeze(cx):
     if dims is None:
         drop = {i for i, s in enumerate(shape) if s == 1}
     else:
-        drop = {_dim(d, len(x)) for d in ([dims] if isinstance(dims, int) else dims)
-                if shape[_dim(d, len(x))] == 1}
+        drop = {
+            _dim(d, len(x))
+            for d in ([dims] if isinstance(dims, int) else dims)
+            if shape[_dim(d, len(x))] == 1
+        }
     return tuple(lay for i, lay in enumerate(x) if i not in drop)
 
 
@@ -709,8 +959,14 @@ def _narrow(cx):
     return tuple(x)
 
 
-@_register(aten.split, aten.split_with_sizes, _op("chunk"), _op("tensor_split"),
-           _op("unsafe_split"), _op("split_with_sizes_copy"))
+@_register(
+    aten.split,
+    aten.split_with_sizes,
+    _op("chunk"),
+    _op("tensor_split"),
+    _op("unsafe_split"),
+    _op("split_with_sizes_copy"),
+)
 def _split(cx):
     x = list(cx.axes(0))
     shapes = cx.out_shapes()
@@ -727,7 +983,7 @@ def _split(cx):
     pieces = iter(pieces)
     for shp in shapes:
         lay = next(pieces) if shp[d] > 0 else UNIT
-        outs.append(tuple(x[:d]) + (lay,) + tuple(x[d + 1:]))
+        outs.append(tuple(x[:d]) + (lay,) + tuple(x[d + 1 :]))
     return outs
 
 
@@ -773,8 +1029,10 @@ def _index(cx):
     n_idx = len(out_shape) - len(rest_before) - len(rest_after)
     if n_idx < 0:
         return None
-    mid = tuple(cx.new(s, "indexed", frozen="advanced indexing output")
-                for s in (out_shape[len(rest_before): len(rest_before) + n_idx]))
+    mid = tuple(
+        cx.new(s, "indexed", frozen="advanced indexing output")
+        for s in (out_shape[len(rest_before) : len(rest_before) + n_idx])
+    )
     if contiguous:
         return tuple(rest_before) + mid + tuple(rest_after)
     return mid + tuple(rest_after)
@@ -808,8 +1066,9 @@ def reshape_layouts(cx, x: tuple, in_shape, out_shape) -> tuple:
         facs = [f for d in run_in for f in store.factors(x[d])]
         sizes = [out_shape[d] for d in run_out]
         merged = Prod(tuple(facs))
-        pieces = store.split(merged, sizes, f"reshape ({cx.where()})") if len(run_out) > 1 \
-            else [merged]
+        pieces = (
+            store.split(merged, sizes, f"reshape ({cx.where()})") if len(run_out) > 1 else [merged]
+        )
         for d, p in zip(run_out, pieces):
             out[d] = p
     return tuple(out)
@@ -838,21 +1097,36 @@ def _block_split(cx, x: tuple, in_shape, out_shape):
             rest_sizes.append(out_shape[j])
             acc2 *= out_shape[j]
             j += 1
-        if acc2 != in_shape[d_in] or list(out_shape[:d_out]) != list(in_shape[:d_in]) or \
-                list(out_shape[j:]) != list(in_shape[d_in + 1:]):
+        if (
+            acc2 != in_shape[d_in]
+            or list(out_shape[:d_out]) != list(in_shape[:d_in])
+            or list(out_shape[j:]) != list(in_shape[d_in + 1 :])
+        ):
             continue
-        blocks = cx.store.cut_many(x[d_in], [in_shape[d_in] // k * b for b in range(k + 1)],
-                                   f"stacked blocks ({cx.where()})")
-        per_block = [reshape_layouts(cx, (b,), (in_shape[d_in] // k,), tuple(rest_sizes))
-                     for b in blocks]
+        blocks = cx.store.cut_many(
+            x[d_in],
+            [in_shape[d_in] // k * b for b in range(k + 1)],
+            f"stacked blocks ({cx.where()})",
+        )
+        per_block = [
+            reshape_layouts(cx, (b,), (in_shape[d_in] // k,), tuple(rest_sizes)) for b in blocks
+        ]
         key = cx.store.new_key()
         alts = tuple(Alt(key, tuple(pb[t] for pb in per_block)) for t in range(len(rest_sizes)))
-        return tuple(x[:d_in]) + (Blk(key, k),) + alts + tuple(x[d_in + 1:])
+        return tuple(x[:d_in]) + (Blk(key, k),) + alts + tuple(x[d_in + 1 :])
     return None
 
 
-@_register(aten.view, aten.reshape, aten._unsafe_view, _op("flatten"), _op("unflatten"),
-           _op("view_copy"), _op("_reshape_alias"), structural=True)
+@_register(
+    aten.view,
+    aten.reshape,
+    aten._unsafe_view,
+    _op("flatten"),
+    _op("unflatten"),
+    _op("view_copy"),
+    _op("_reshape_alias"),
+    structural=True,
+)
 def _reshape(cx):
     x = cx.axes(0)
     in_shape, out_shape = tuple(cx.shape(0)), tuple(cx.out_shape())

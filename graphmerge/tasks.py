@@ -11,6 +11,7 @@ classes only, model B on task B's.
     >>> round(evaluate(model, data)["task_a"], 2) > 0.9
     True
 """
+
 from __future__ import annotations
 
 import math
@@ -126,8 +127,16 @@ def _task_mask(y: torch.Tensor, classes) -> torch.Tensor:
     return torch.isin(y, torch.tensor(classes))
 
 
-def train(model: nn.Module, data: TaskData, task: int, seed: int, epochs: int = 30,
-          batch: int = 64, lr: float = 3e-3, schedule: str = "constant") -> nn.Module:
+def train(
+    model: nn.Module,
+    data: TaskData,
+    task: int,
+    seed: int,
+    epochs: int = 30,
+    batch: int = 64,
+    lr: float = 3e-3,
+    schedule: str = "constant",
+) -> nn.Module:
     """Train on one task's classes, cross-entropy over that task's logits only (Adam).
 
     schedule: "constant" keeps `lr`; "cosine" warms up linearly over the first 5% of the steps,

@@ -116,6 +116,7 @@ def _check_inputs(model: nn.Module, args: tuple, kwargs: dict) -> None:
 def _batch_dims(args: tuple, kwargs: dict):
     def spec(v):
         return {0: torch.export.Dim.AUTO} if isinstance(v, torch.Tensor) and v.dim() else None
+
     if kwargs and args:
         return None
     if kwargs:

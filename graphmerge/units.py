@@ -6,6 +6,7 @@ has 32 units. An axis with layout `Prod(heads, head_dim)` then holds each unit e
 axis where the group is one factor of several (a flattened conv map, a uniform head_dim) holds
 each unit `repeat` times.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,9 @@ def branch_ids(lay: Layout, store: SpaceStore) -> np.ndarray:
     return np.zeros(store.size(lay), dtype=np.int64)
 
 
-def unit_index(coords: dict[int, np.ndarray], space: int, parents: tuple[int, ...],
-               store: SpaceStore) -> np.ndarray:
+def unit_index(
+    coords: dict[int, np.ndarray], space: int, parents: tuple[int, ...], store: SpaceStore
+) -> np.ndarray:
     """Unit of the group at each position (ravel of parent indices and own index), -1 if absent."""
     own = coords.get(space)
     if own is None:
@@ -78,4 +80,3 @@ def group_units(store: SpaceStore, space: int, parents: tuple[int, ...]) -> int:
     for p in parents:
         n *= store.space_size(p)
     return n
-

@@ -9,6 +9,7 @@ Parameters and persistent buffers get fresh free spaces; model inputs, outputs a
 frozen ones; each op's rule (graphmerge/rules.py) relates its inputs' layouts to its outputs'.
 An op without a rule freezes every space it touches and is reported with its source line.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -29,6 +30,7 @@ from graphmerge.rule_context import (
 from graphmerge.rules import rule_for
 
 __all__ = ["annotate_axes"]
+
 
 def _normalized_args(node: fx.Node) -> tuple[list, list[str]]:
     schema = getattr(node.target, "_schema", None)
@@ -54,8 +56,9 @@ def _input_layouts(store: SpaceStore, node: fx.Node, hint: str, frozen: str | No
     if len(vals) == 1 and not isinstance(node.meta.get("val"), (list, tuple)):
         v = vals[0]
         return AxesMeta(_fresh(store, v.shape, hint, frozen) if is_tensor(v) else None, None)
-    return AxesMeta(None, tuple(_fresh(store, v.shape, hint, frozen) if is_tensor(v) else None
-                                for v in vals))
+    return AxesMeta(
+        None, tuple(_fresh(store, v.shape, hint, frozen) if is_tensor(v) else None for v in vals)
+    )
 
 
 def _annotate_placeholder(program: Program, node: fx.Node) -> None:
@@ -105,7 +108,7 @@ def _freeze_unknown(program: Program, node: fx.Node, reason: str) -> None:
     store = program.store
     for arg in node.all_input_nodes:
         meta = arg.meta.get(AXES)
-        for lays in ([meta.dims] if meta and meta.dims else list(meta.items or ()) if meta else []):
+        for lays in [meta.dims] if meta and meta.dims else list(meta.items or ()) if meta else []:
             for lay in lays or ():
                 store.freeze(lay, reason)
     node.meta[AXES] = _input_layouts(store, node, node.name, reason)
@@ -163,7 +166,7 @@ def _inline_subgraph(program: Program, node: fx.Node) -> bool:
     body = getattr(program.traced.program.graph_module, attr.target, None)
     if not isinstance(body, fx.GraphModule):
         return False
-    inputs = [a for a in node.args[node.args.index(attr) + 1:]]
+    inputs = [a for a in node.args[node.args.index(attr) + 1 :]]
     outs = None
     for sub in body.graph.nodes:
         if sub.op == "placeholder":
@@ -189,9 +192,15 @@ def _inline_subgraph(program: Program, node: fx.Node) -> bool:
 
 def _live_nodes(graph: fx.Graph) -> set[fx.Node]:
     """Nodes the outputs depend on, plus side effects (in-place ops, asserts) and their inputs."""
-    roots = [n for n in graph.nodes if n.op == "output" or (
-        n.op == "call_function" and (op_name(n.target).endswith("_")
-                                     and not op_name(n.target).startswith("__")))]
+    roots = [
+        n
+        for n in graph.nodes
+        if n.op == "output"
+        or (
+            n.op == "call_function"
+            and (op_name(n.target).endswith("_") and not op_name(n.target).startswith("__"))
+        )
+    ]
     live, stack = set(), list(roots)
     while stack:
         node = stack.pop()

@@ -9,6 +9,7 @@ The traced graph is run with each model's weights in turn, with the capture tens
 outputs. A batch whose shapes differ from the traced ones (the last, smaller batch) is traced
 again once per shape. Memory is O(Σ groups (N·units)²), never O(samples).
 """
+
 from __future__ import annotations
 
 import copy
@@ -102,8 +103,11 @@ def capture_plan(program: Program, name: str) -> Capture | None:
     dims, parts, average_dims, other_free = [], [], [], False
     for d, lay in enumerate(node.meta[AXES].dims):
         contrib = _dim_contribution(lay, store, strides)
-        free = [s for s in _plain_leaves(lay, store)
-                if s not in strides and store.frozen_reason(s) is None]
+        free = [
+            s
+            for s in _plain_leaves(lay, store)
+            if s not in strides and store.frozen_reason(s) is None
+        ]
         if contrib is not None:
             dims.append(d)
             parts.append(contrib)
@@ -114,15 +118,17 @@ def capture_plan(program: Program, name: str) -> Capture | None:
         return None
     idx = parts[0]
     for part in parts[1:]:
-        idx = np.where((idx[:, None] >= 0) & (part[None, :] >= 0),
-                       idx[:, None] + part[None, :], -1).reshape(-1)
+        idx = np.where(
+            (idx[:, None] >= 0) & (part[None, :] >= 0), idx[:, None] + part[None, :], -1
+        ).reshape(-1)
     n_units = group_units(store, gs.space, gs.parents)
     valid = np.flatnonzero(idx >= 0)
     if len(valid) == 0 or len(valid) % n_units:
         return None
     order = valid[np.argsort(idx[valid], kind="stable")]
-    return Capture(node.name, tuple(dims), order.reshape(n_units, -1).T.copy(), other_free,
-                   tuple(average_dims))
+    return Capture(
+        node.name, tuple(dims), order.reshape(n_units, -1).T.copy(), other_free, tuple(average_dims)
+    )
 
 
 def _plain_leaves(lay, store) -> list[int]:
@@ -138,7 +144,9 @@ def features(value: torch.Tensor, cap: Capture) -> torch.Tensor:
     if cap.average_dims:
         value = value.mean(dim=cap.average_dims, keepdim=True)
     rest = [d for d in range(value.dim()) if d not in cap.dims]
-    x = value.permute(*rest, *cap.dims).reshape(-1, int(np.prod([value.shape[d] for d in cap.dims])))
+    x = value.permute(*rest, *cap.dims).reshape(
+        -1, int(np.prod([value.shape[d] for d in cap.dims]))
+    )
     pos = torch.as_tensor(cap.positions)
     x = x[:, pos.reshape(-1)].reshape(x.shape[0], cap.positions.shape[0], cap.positions.shape[1])
     if cap.average_repeats:
@@ -158,20 +166,29 @@ class GraphRunner:
     @staticmethod
     def _key(inputs) -> tuple:
         args, kwargs = normalize_inputs(inputs)
-        return tuple((k, tuple(v.shape)) for k, v in
-                     [*enumerate(args), *sorted(kwargs.items())] if isinstance(v, torch.Tensor))
+        return tuple(
+            (k, tuple(v.shape))
+            for k, v in [*enumerate(args), *sorted(kwargs.items())]
+            if isinstance(v, torch.Tensor)
+        )
 
     def _add(self, key, traced) -> None:
         graph = copy.deepcopy(traced.graph)
         nodes = {n.name: n for n in graph.nodes}
         missing = [n for n in self.capture_nodes if n not in nodes]
         if missing:
-            raise InputError(f"the graph traced for input shapes {key} lacks capture nodes "
-                             f"{missing[:3]}; use calibration batches of one shape")
+            raise InputError(
+                f"the graph traced for input shapes {key} lacks capture nodes "
+                f"{missing[:3]}; use calibration batches of one shape"
+            )
         out = next(n for n in graph.nodes if n.op == "output")
         outs = out.args[0]
-        out.args = ((tuple(outs) if isinstance(outs, (list, tuple)) else (outs,),
-                     tuple(nodes[n] for n in self.capture_nodes)),)
+        out.args = (
+            (
+                tuple(outs) if isinstance(outs, (list, tuple)) else (outs,),
+                tuple(nodes[n] for n in self.capture_nodes),
+            ),
+        )
         module = fx.GraphModule(traced.program.graph_module, graph)
         self._by_shape[key] = (traced, module)
 
@@ -189,7 +206,9 @@ class GraphRunner:
         for spec in ep.graph_signature.input_specs:
             kind = spec.kind.name
             if kind in ("PARAMETER", "BUFFER"):
-                flat.append(state[spec.target] if spec.target in state else ep.constants[spec.target])
+                flat.append(
+                    state[spec.target] if spec.target in state else ep.constants[spec.target]
+                )
             elif kind in ("CONSTANT_TENSOR", "CUSTOM_OBJ"):
                 flat.append(ep.constants[spec.target])
             elif kind == "USER_INPUT":
@@ -210,11 +229,14 @@ def collect_features(program: Program, states: list[dict], data, progress: bool 
     plans = {k: v for k, v in plans.items() if v is not None}
     runner = GraphRunner(program, [p.node for p in plans.values()])
     n_models = len(states)
-    moments = {name: Moments.zeros(n_models * cap.positions.shape[1]) for name, cap in plans.items()}
+    moments = {
+        name: Moments.zeros(n_models * cap.positions.shape[1]) for name, cap in plans.items()
+    }
     batches = 0
     with eval_mode(program.model):
-        for batch in tqdm(data, desc="graphmerge: collecting features", disable=not progress,
-                          leave=False):
+        for batch in tqdm(
+            data, desc="graphmerge: collecting features", disable=not progress, leave=False
+        ):
             batches += 1
             per_model = []
             for i, state in enumerate(states):
@@ -223,17 +245,21 @@ def collect_features(program: Program, states: list[dict], data, progress: bool 
                 except InputError:
                     raise
                 except Exception as exc:
-                    raise InputError(f"calibration batch {batches} does not fit "
-                                     f"{type(program.model).__name__}: {exc}") from exc
+                    raise InputError(
+                        f"calibration batch {batches} does not fit "
+                        f"{type(program.model).__name__}: {exc}"
+                    ) from exc
                 per_model.append(caught)
             for name, cap in plans.items():
                 feats = [features(c[cap.node], cap) for c in per_model]
                 x = torch.cat(feats, dim=1)
                 if not torch.isfinite(x).all():
                     bad = next(i for i, f in enumerate(feats) if not torch.isfinite(f).all())
-                    raise InputError(f"model {bad} produced NaN/inf activations at the capture "
-                                     f"site of group {name} (node {cap.node}); check its weights "
-                                     "and the calibration data")
+                    raise InputError(
+                        f"model {bad} produced NaN/inf activations at the capture "
+                        f"site of group {name} (node {cap.node}); check its weights "
+                        "and the calibration data"
+                    )
                 moments[name].add(x)
     if batches == 0:
         raise InputError("the calibration data is empty: pass an iterable of at least one batch")

@@ -11,6 +11,7 @@ when every parameter axis carrying it also carries the parents as outer factors 
 activation carrying it also carries the parents. The space graph (networkx) records which groups
 nest in which.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,9 @@ def _coindexed(lay: Layout, outer_only: bool) -> dict[int, set[int]]:
     if isinstance(lay, Prod):
         mand = [_mandatory(p) for p in lay.parts]
         for i, part in enumerate(lay.parts):
-            others = set().union(*(m for j, m in enumerate(mand) if (j < i if outer_only else j != i)))
+            others = set().union(
+                *(m for j, m in enumerate(mand) if (j < i if outer_only else j != i))
+            )
             for leaf, co in _coindexed(part, outer_only).items():
                 out.setdefault(leaf, set(co | others)).intersection_update(co | others)
     elif isinstance(lay, Cat):
@@ -64,7 +67,7 @@ def _parents(program: Program, members: dict[int, list]) -> dict[int, tuple[int,
         meta = node.meta.get(AXES)
         if meta is None:
             continue
-        for dims in ([meta.dims] if meta.dims is not None else list(meta.items or ())):
+        for dims in [meta.dims] if meta.dims is not None else list(meta.items or ()):
             if not dims:
                 continue
             norm = [store.normalize(d) for d in dims]
@@ -76,8 +79,11 @@ def _parents(program: Program, members: dict[int, list]) -> dict[int, tuple[int,
                         cand[leaf].intersection_update(co | rest)
     parents = {}
     for space in members:
-        ps = sorted(p for p in cand.get(space, ()) if p != space and p in members
-                    and store.frozen_reason(p) is None)
+        ps = sorted(
+            p
+            for p in cand.get(space, ())
+            if p != space and p in members and store.frozen_reason(p) is None
+        )
         parents[space] = tuple(ps)
     return parents
 
@@ -104,8 +110,7 @@ def _path(lay: Layout, space: int, hint) -> list[str] | None:
     names = None
     if isinstance(lay, Prod):
         n = len(lay.parts)
-        names = [hint(p.space).rsplit(".", 1)[-1] if isinstance(p, Leaf) else ""
-                 for p in lay.parts]
+        names = [hint(p.space).rsplit(".", 1)[-1] if isinstance(p, Leaf) else "" for p in lay.parts]
         good = [bool(x) and ":" not in x for x in names]
         if not any(good) or len(set(names)) < n:
             names = ["heads", "head_dim"] if n == 2 else [f"f{i}" for i in range(n)]
@@ -164,8 +169,9 @@ def _members(program: Program) -> dict[int, list[Member]]:
     aliases = program.traced.aliases
     order = _first_use(program)
     out: dict[int, list[Member]] = {}
-    for (param, axis), lay in sorted(program.axis_layouts.items(),
-                                     key=lambda kv: (order.get(kv[0][0], 1 << 30), kv[0][1])):
+    for (param, axis), lay in sorted(
+        program.axis_layouts.items(), key=lambda kv: (order.get(kv[0][0], 1 << 30), kv[0][1])
+    ):
         roles = program.param_roles.get((param, axis), set())
         role = "in" if roles == {"in"} else "out"
         for space in dict.fromkeys(store.leaves(lay)):
@@ -200,11 +206,18 @@ def infer_groups(program: Program) -> Program:
     store = program.store
     store.finish()
     program.axis_layouts = {k: store.normalize(v) for k, v in program.param_axes.items()}
-    members = {s: ms for s, ms in _members(program).items()
-               if not (store.frozen_reason(s) or "").startswith(POSITIONAL)}
+    members = {
+        s: ms
+        for s, ms in _members(program).items()
+        if not (store.frozen_reason(s) or "").startswith(POSITIONAL)
+    }
     parents = _parents(program, members)
-    in_cat = {s for lay in program.axis_layouts.values() if isinstance(lay, Cat)
-              for s in store.leaves(lay)}
+    in_cat = {
+        s
+        for lay in program.axis_layouts.values()
+        if isinstance(lay, Cat)
+        for s in store.leaves(lay)
+    }
     taken: set[str] = set()
     names = {s: (_name(program, s, ms, taken), store.space_size(s)) for s, ms in members.items()}
     children: dict[int, list[int]] = {}
@@ -215,9 +228,17 @@ def infer_groups(program: Program) -> Program:
     for space, ms in members.items():
         name, size = names[space]
         reason = store.frozen_reason(space)
-        program.groups.append(PermutationGroup(
-            name=name, size=size, frozen=reason is not None, reason=reason,
-            structure=_structure(space, parents, children, in_cat, names),
-            members=tuple(ms), capture=_capture(program, space), verified=None))
+        program.groups.append(
+            PermutationGroup(
+                name=name,
+                size=size,
+                frozen=reason is not None,
+                reason=reason,
+                structure=_structure(space, parents, children, in_cat, names),
+                members=tuple(ms),
+                capture=_capture(program, space),
+                verified=None,
+            )
+        )
         program.spaces[name] = GroupSpace(space, size, parents[space])
     return program

@@ -10,6 +10,7 @@ on. Every tensor that leaves the trunk for a tail is mapped back into that model
 its units reads the merged unit it was merged into: an `index_select` per grouped axis), so the
 tails run on their own weights. A model merged with its shuffled copy is reproduced exactly.
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,13 +50,19 @@ def _trunk(program: Program, stop_at: str) -> set[fx.Node]:
     names = {g.name for g in program.groups}
     if stop_at in names:
         module = stop_at.split(":", 1)[0]
-    seeds = [n for n in program.traced.graph.nodes if n.op == "call_function" and any(
-        p == module or p.startswith(module + ".") for p in _module_of(n))]
+    seeds = [
+        n
+        for n in program.traced.graph.nodes
+        if n.op == "call_function"
+        and any(p == module or p.startswith(module + ".") for p in _module_of(n))
+    ]
     if not seeds:
         valid = stop_points(program)
-        raise InputError(f"stop_at={stop_at!r} is neither a module nor a group of "
-                         f"{type(program.model).__name__}; valid stop points: "
-                         f"{', '.join(valid[:40])}{' ...' if len(valid) > 40 else ''}")
+        raise InputError(
+            f"stop_at={stop_at!r} is neither a module nor a group of "
+            f"{type(program.model).__name__}; valid stop points: "
+            f"{', '.join(valid[:40])}{' ...' if len(valid) > 40 else ''}"
+        )
     return _closure(seeds)
 
 
@@ -109,13 +116,18 @@ class _Builder:
 
 def _correspond(static: fx.Graph, dynamic: fx.Graph) -> dict | None:
     """Dynamic-graph node -> static-graph node, by op and order of appearance (None: differ)."""
+
     def by_op(graph):
         out: dict = {}
         for n in graph.nodes:
-            if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) \
-                    and "sym_" not in str(n.target):
+            if (
+                n.op == "call_function"
+                and isinstance(n.target, torch._ops.OpOverload)
+                and "sym_" not in str(n.target)
+            ):
                 out.setdefault(n.target, []).append(n)
         return out
+
     a, b = by_op(static), by_op(dynamic)
     if any(t not in b for t in a):
         return None
@@ -141,19 +153,26 @@ def _symbolic_graph(program: Program):
     try:
         dyn = trace(program.model, program.example_inputs, dynamic_batch=True)
     except Exception as exc:  # noqa: BLE001 (keep the static graph: the module then has a fixed batch size)
-        warnings.warn(f"partial merge: no symbolic-batch trace ({exc}); the module keeps the "
-                      "calibration batch size", stacklevel=3)
+        warnings.warn(
+            f"partial merge: no symbolic-batch trace ({exc}); the module keeps the "
+            "calibration batch size",
+            stacklevel=3,
+        )
         return None
     mapping = _correspond(program.traced.graph, dyn.graph)
     if mapping is None:
-        warnings.warn("partial merge: the symbolic-batch graph differs from the analysed one; "
-                      "the module keeps the calibration batch size", stacklevel=3)
+        warnings.warn(
+            "partial merge: the symbolic-batch graph differs from the analysed one; "
+            "the module keeps the calibration batch size",
+            stacklevel=3,
+        )
         return None
     return dyn, mapping
 
 
-def build_partial(program: Program, merged_state: dict, states: list[dict], stop_at: str,
-                  combine: str = "tuple") -> fx.GraphModule:
+def build_partial(
+    program: Program, merged_state: dict, states: list[dict], stop_at: str, combine: str = "tuple"
+) -> fx.GraphModule:
     """The partial-merge GraphModule (see the module docstring)."""
     if combine not in ("tuple", "concat"):
         raise InputError(f"combine must be 'tuple' or 'concat', got {combine!r}")
@@ -181,8 +200,11 @@ def build_partial(program: Program, merged_state: dict, states: list[dict], stop
         if kind in ("param", "buffer") and target in state:
             return b.attr(f"{prefix}.{target}", state[target], kind == "param")
         if kind in ("buffer", "constant"):
-            value = ep.constants.get(target) if target in ep.constants else \
-                program.model.get_buffer(target)
+            value = (
+                ep.constants.get(target)
+                if target in ep.constants
+                else program.model.get_buffer(target)
+            )
             return b.attr(f"const.{target}", value, False)
         if node.op == "get_attr":
             return b.graph.get_attr(node.target)
@@ -195,7 +217,8 @@ def build_partial(program: Program, merged_state: dict, states: list[dict], stop
     for node in graph.nodes:
         if node in trunk:
             trunk_env[node] = b.graph.node_copy(
-                node, lambda n: lookup(n, trunk_env, merged_state, "trunk"))
+                node, lambda n: lookup(n, trunk_env, merged_state, "trunk")
+            )
     frontier = [n for n in trunk if any(u not in trunk for u in n.users)]
     outputs = []
     out_node = next(n for n in graph.nodes if n.op == "output")
@@ -206,8 +229,11 @@ def build_partial(program: Program, merged_state: dict, states: list[dict], stop
             source = to_static.get(f, f) if f.target is not operator.getitem else f
             if f.target is operator.getitem and to_static:
                 parent = to_static.get(f.args[0])
-                items = parent.meta.get(AXES).items if parent is not None and \
-                    parent.meta.get(AXES) is not None else None
+                items = (
+                    parent.meta.get(AXES).items
+                    if parent is not None and parent.meta.get(AXES) is not None
+                    else None
+                )
                 dims = items[f.args[1]] if items else None
                 meta = type("M", (), {"dims": dims})() if dims else None
             else:
@@ -216,8 +242,9 @@ def build_partial(program: Program, merged_state: dict, states: list[dict], stop
                 idx = _unmerge_index(program, lay, i)
                 if idx is not None:
                     index = b.attr(f"unmerge{i}.{f.name}.{d}", torch.as_tensor(idx), False)
-                    value = b.graph.call_function(torch.ops.aten.index_select.default,
-                                                  (value, d, index))
+                    value = b.graph.call_function(
+                        torch.ops.aten.index_select.default, (value, d, index)
+                    )
             env[f] = value
         for node in graph.nodes:
             if node.op == "call_function" and node not in trunk:

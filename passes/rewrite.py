@@ -10,6 +10,7 @@ unit is the mean of its cluster; contracted axes ("in": input columns) by the 0/
 so each consumer sums its cluster's columns. Tensors in no group are averaged; integer tensors
 (`num_batches_tracked`) are taken from the first model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,10 @@ def rewrite(program: Program, states: list[dict]) -> Program:
     assignments = getattr(program, "assignments", {}) or {}
     roles = {(m.param, m.axis): m.role for g in program.groups for m in g.members}
     axes_of: dict[str, list[int]] = {}
-    for (param, axis) in program.axis_layouts:
+    for param, axis in program.axis_layouts:
         axes_of.setdefault(param, []).append(axis)
     # a tied name the graph does not read is transformed like the name it shares storage with
-    source = {a: o for a, others in program.traced.aliases.items() for o in others
-              if o in axes_of}
+    source = {a: o for a, others in program.traced.aliases.items() for o in others if o in axes_of}
     cache: dict = {}
     merged = {}
     for key, ref in states[0].items():

@@ -15,6 +15,7 @@ matching pairs whole heads using all the family's similarity blocks, and units a
 within paired heads. Merge matrices are derived from U (M = U / column sums), so permutations and
 zips go through the same rewrite.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,14 @@ from graphmerge.passes.matchers.similarity import correlation_from_moments, weig
 from graphmerge.program import Program
 from graphmerge.units import branch_ids, group_units, leaf_coords, unit_index, unit_positions
 
-__all__ = ["Assignment", "SolveUnit", "axis_merge", "axis_unmerge", "layout_unmerge", "solve_groups"]
+__all__ = [
+    "Assignment",
+    "SolveUnit",
+    "axis_merge",
+    "axis_unmerge",
+    "layout_unmerge",
+    "solve_groups",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,9 @@ def solve_units(program: Program) -> list[SolveUnit]:
     free = {g.name: g for g in program.free_groups()}
     units, nested = [], set()
     for name, g in free.items():
-        kids = tuple(c for c in g.structure.nested
-                     if c in free and free[c].structure.within == (name,))
+        kids = tuple(
+            c for c in g.structure.nested if c in free and free[c].structure.within == (name,)
+        )
         if kids:
             units.append(SolveUnit(name, kids))
             nested.update(kids)
@@ -73,8 +82,14 @@ def solve_units(program: Program) -> list[SolveUnit]:
 
 
 # -- axis matrices ------------------------------------------------------------------------------
-def axis_unmerge(program: Program, key: tuple[str, int], assignments: dict, model: int,
-                 cache: dict | None = None, skip: frozenset = frozenset()) -> np.ndarray | None:
+def axis_unmerge(
+    program: Program,
+    key: tuple[str, int],
+    assignments: dict,
+    model: int,
+    cache: dict | None = None,
+    skip: frozenset = frozenset(),
+) -> np.ndarray | None:
     """U for a whole tensor axis (size, size) for `model`, or None when nothing on it moves.
 
     skip: spaces kept in place (a group's own units, while its weight vectors are read).
@@ -87,8 +102,9 @@ def axis_unmerge(program: Program, key: tuple[str, int], assignments: dict, mode
     return out
 
 
-def layout_unmerge(program: Program, lay, assignments: dict, model: int,
-                   skip: frozenset = frozenset()) -> np.ndarray | None:
+def layout_unmerge(
+    program: Program, lay, assignments: dict, model: int, skip: frozenset = frozenset()
+) -> np.ndarray | None:
     """U (size, size) for any normalized axis layout (a parameter's or an activation's)."""
     store = program.store
     coords = leaf_coords(lay, store)
@@ -104,8 +120,9 @@ def layout_unmerge(program: Program, lay, assignments: dict, model: int,
             ok = idx >= 0
             safe = np.where(ok, idx, 0)
             part = u[safe[:, None], safe[None, :]]
-            part = np.where(ok[:, None] & ok[None, :], part,
-                            (~ok[:, None] & ~ok[None, :]).astype(float))
+            part = np.where(
+                ok[:, None] & ok[None, :], part, (~ok[:, None] & ~ok[None, :]).astype(float)
+            )
         else:
             part = (coord[:, None] == coord[None, :]).astype(float)
         out = out * part
@@ -138,8 +155,9 @@ def _apply(w: torch.Tensor, axis: int, a: np.ndarray) -> torch.Tensor:
     if (nonzero.sum(1) == 1).all():
         target = nonzero.argmax(1)
         rows = np.arange(len(target))
-        sparse = scipy.sparse.csr_matrix((a[rows, target], (target, rows)),
-                                         shape=(a.shape[1], a.shape[0]))
+        sparse = scipy.sparse.csr_matrix(
+            (a[rows, target], (target, rows)), shape=(a.shape[1], a.shape[0])
+        )
         out = torch.from_numpy(np.asarray(sparse @ flat.numpy()))
     else:
         out = torch.as_tensor(a.T, dtype=torch.float64) @ flat
@@ -155,7 +173,7 @@ class _Weights:
         kinds = program.traced.placeholders.values()
         self.params = {t for k, t in kinds if k == "param"}
         self.axes_of: dict[str, list[int]] = {}
-        for (param, axis) in program.axis_layouts:
+        for param, axis in program.axis_layouts:
             self.axes_of.setdefault(param, []).append(axis)
         self.roles = {(m.param, m.axis): m.role for g in program.groups for m in g.members}
         self._positions: dict = {}
@@ -170,7 +188,8 @@ class _Weights:
             lay = program.axis_layouts[key]
             idx = unit_index(leaf_coords(lay, program.store), gs.space, gs.parents, program.store)
             self._positions[(key, name)] = unit_positions(
-                idx, group_units(program.store, gs.space, gs.parents))
+                idx, group_units(program.store, gs.space, gs.parents)
+            )
         return self._positions[(key, name)]
 
     def vectors(self, name: str, assignments: dict, model: int) -> np.ndarray:
@@ -212,8 +231,9 @@ class _Weights:
             for m in self.program.group(name).members:
                 for a in self.axes_of.get(m.param, []):
                     lay = self.program.axis_layouts[(m.param, a)]
-                    deps.update(by_space[s] for s in self.program.store.leaves(lay)
-                                if s in by_space)
+                    deps.update(
+                        by_space[s] for s in self.program.store.leaves(lay) if s in by_space
+                    )
             deps.discard(name)
             self._deps[name] = tuple(sorted(deps))
         return self._deps[name]
@@ -244,8 +264,11 @@ def _keep_unchanged(current: dict, result: dict) -> dict:
     out = {}
     for name, new in result.items():
         old = current.get(name)
-        same = old is not None and old.zip == new.zip and all(
-            np.array_equal(a, b) for a, b in zip(old.unmerge, new.unmerge))
+        same = (
+            old is not None
+            and old.zip == new.zip
+            and all(np.array_equal(a, b) for a, b in zip(old.unmerge, new.unmerge))
+        )
         out[name] = Assignment(old.unmerge, new.score, old.zip) if same else new
     return out
 
@@ -260,8 +283,9 @@ def _heads_assignment(child: Match, heads: int) -> tuple:
     return tuple(out)
 
 
-def _match_unit(program: Program, unit: SolveUnit, sims: dict, matcher: str, n_models: int,
-                options: dict) -> dict[str, Assignment]:
+def _match_unit(
+    program: Program, unit: SolveUnit, sims: dict, matcher: str, n_models: int, options: dict
+) -> dict[str, Assignment]:
     zipped = matcher == "zip"
     if not unit.children:
         match = MATCHERS[matcher](sims[unit.root], n_models, **options)
@@ -273,8 +297,9 @@ def _match_unit(program: Program, unit: SolveUnit, sims: dict, matcher: str, n_m
     else:
         matches = MULTI_MATCHERS[matcher](blocks, n_models, heads, **options)
     out = {c: Assignment(tuple(m.unmerge), m.score, zipped) for c, m in zip(unit.children, matches)}
-    out[unit.root] = Assignment(_heads_assignment(matches[0], heads),
-                                float(np.mean([m.score for m in matches])), zipped)
+    out[unit.root] = Assignment(
+        _heads_assignment(matches[0], heads), float(np.mean([m.score for m in matches])), zipped
+    )
     return out
 
 
@@ -283,17 +308,26 @@ def _activation_sims(program: Program) -> dict[str, np.ndarray]:
     return {name: correlation_from_moments(m.total, m.outer, m.count) for name, m in feats.items()}
 
 
-def mudsc(program: Program, states: list[dict], alpha: float, matcher: str, seed: int = 0,
-          iters: int = 100, patience: int = 5, options: dict | None = None,
-          progress: bool = True) -> dict[str, Assignment]:
+def mudsc(
+    program: Program,
+    states: list[dict],
+    alpha: float,
+    matcher: str,
+    seed: int = 0,
+    iters: int = 100,
+    patience: int = 5,
+    options: dict | None = None,
+    progress: bool = True,
+) -> dict[str, Assignment]:
     """MuDSC Algorithm 1 (spec §1.4) over every solve unit."""
     options = options or {}
     n_models = len(states)
     units = solve_units(program)
     act = _activation_sims(program)
     weights = _Weights(program, states)
-    assign: dict[str, Assignment] = {n: _identity(program, n, n_models)
-                                      for u in units for n in (u.root, *u.children)}
+    assign: dict[str, Assignment] = {
+        n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)
+    }
     blind = []
     for unit in units:  # initialise from activations
         if all(n in act for n in unit.names) and alpha < 1:
@@ -330,16 +364,18 @@ def mudsc(program: Program, states: list[dict], alpha: float, matcher: str, seed
     return best
 
 
-def weight_matching(program: Program, states: list[dict], seed: int = 0, iters: int = 100,
-                    progress: bool = True) -> dict[str, Assignment]:
+def weight_matching(
+    program: Program, states: list[dict], seed: int = 0, iters: int = 100, progress: bool = True
+) -> dict[str, Assignment]:
     """Git Re-Basin weight matching (spec §3): raw inner products, model 0 fixed."""
     n_models = len(states)
     units = solve_units(program)
     assign = {n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)}
     weights = _Weights(program, states, raw=True)
     gen = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(iters), desc="graphmerge: weight matching", disable=not progress,
-                  leave=False):
+    for _ in tqdm(
+        range(iters), desc="graphmerge: weight matching", disable=not progress, leave=False
+    ):
         progress_made = False
         for k in torch.randperm(len(units), generator=gen).tolist():
             unit = units[k]
@@ -364,8 +400,8 @@ def _inner_product_blocks(vectors: list[np.ndarray]) -> np.ndarray:
     s = np.zeros((n * n_models, n * n_models))
     for i in range(1, n_models):
         block = vectors[0] @ vectors[i].T
-        s[:n, i * n:(i + 1) * n] = block
-        s[i * n:(i + 1) * n, :n] = block.T
+        s[:n, i * n : (i + 1) * n] = block
+        s[i * n : (i + 1) * n, :n] = block.T
     return s
 
 
@@ -374,19 +410,29 @@ def _objective(s: np.ndarray, a: Assignment) -> float:
     total = 0.0
     for i in range(1, len(a.unmerge)):
         p = a.unmerge[i] @ a.unmerge[0].T  # model-i unit -> model-0 unit
-        total += float((s[:n, i * n:(i + 1) * n] * p.T).sum())
+        total += float((s[:n, i * n : (i + 1) * n] * p.T).sum())
     return total
 
 
-def solve_groups(program: Program, states: list[dict], method: str, matcher: str = "zip",
-                 alpha: float = 0.5, seed: int = 0, iters: int = 100, patience: int = 5,
-                 options: dict | None = None, progress: bool = True) -> Program:
+def solve_groups(
+    program: Program,
+    states: list[dict],
+    method: str,
+    matcher: str = "zip",
+    alpha: float = 0.5,
+    seed: int = 0,
+    iters: int = 100,
+    patience: int = 5,
+    options: dict | None = None,
+    progress: bool = True,
+) -> Program:
     """Fill `program.assignments` for `method` (see module docstring)."""
     if method == "average":
         program.assignments = {}
     elif method == "weight_matching":
         program.assignments = weight_matching(program, states, seed, iters, progress)
     else:
-        program.assignments = mudsc(program, states, alpha, matcher, seed, iters, patience,
-                                    options, progress)
+        program.assignments = mudsc(
+            program, states, alpha, matcher, seed, iters, patience, options, progress
+        )
     return program

@@ -9,6 +9,7 @@ the tolerance can be tight); on failure, bisection finds the groups responsible 
 exactly those, with a warning naming them, their members and the ops on their spaces.
 `strict=True` raises `VerifyError` instead.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,10 @@ class _Checker:
             self.reference = self._run(self.state)
         for i, out in enumerate(self.reference):
             if out.is_floating_point() and not torch.isfinite(out).all():
-                raise InputError(f"output {i} of {type(self.model).__name__} on the example inputs "
-                                 "has NaN/inf values; check the weights and the inputs")
+                raise InputError(
+                    f"output {i} of {type(self.model).__name__} on the example inputs "
+                    "has NaN/inf values; check the weights and the inputs"
+                )
         # Tight in float64, unless the model casts to a lower precision inside (RMSNorm's
         # `.to(torch.float32)`): then permuted sums round at that precision.
         self.tolerance = 1e-7 if self.dtype == torch.float64 and not _casts_down(program) else 1e-4
@@ -76,14 +79,15 @@ class _Checker:
         return output_error(self.reference, out)
 
 
-
 def _casts_down(program: Program) -> bool:
     """Does the traced graph cast to float32 or lower anywhere?"""
     low = {torch.float32, torch.float16, torch.bfloat16}
     for node in program.traced.graph.nodes:
-        if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] \
-                in ("_to_copy", "to") and (node.kwargs.get("dtype") in low
-                                           or any(a in low for a in node.args[1:])):
+        if (
+            node.op == "call_function"
+            and getattr(node.target, "__name__", "").split(".")[0] in ("_to_copy", "to")
+            and (node.kwargs.get("dtype") in low or any(a in low for a in node.args[1:]))
+        ):
             return True
     return False
 
@@ -141,11 +145,14 @@ def verify_groups(program: Program) -> Program:
             bad.update({n: err for n in rest})
     program.timings["verify_forwards"] = check.forwards
     if bad:
-        lines = [f"{_describe(program, n)}: max error {e:.3g} on output {o}"
-                 for n, (e, o) in bad.items()]
-        msg = ("graphmerge self-check: permuting these groups changed the outputs of "
-               f"{type(program.model).__name__}, so they are frozen (a missing or wrong rule):\n  "
-               + "\n  ".join(lines))
+        lines = [
+            f"{_describe(program, n)}: max error {e:.3g} on output {o}" for n, (e, o) in bad.items()
+        ]
+        msg = (
+            "graphmerge self-check: permuting these groups changed the outputs of "
+            f"{type(program.model).__name__}, so they are frozen (a missing or wrong rule):\n  "
+            + "\n  ".join(lines)
+        )
         if program.strict:
             raise VerifyError(msg)
         warnings.warn(msg, stacklevel=2)
@@ -153,8 +160,12 @@ def verify_groups(program: Program) -> Program:
     for g in program.groups:
         if g.name in bad:
             e, o = bad[g.name]
-            g = dataclasses.replace(g, frozen=True, verified=False,
-                                    reason=f"failed self-check: max error {e:.3g} on output {o}")
+            g = dataclasses.replace(
+                g,
+                frozen=True,
+                verified=False,
+                reason=f"failed self-check: max error {e:.3g} on output {o}",
+            )
         elif g.name in free:
             g = dataclasses.replace(g, verified=True)
         groups.append(g)

@@ -1,4 +1,5 @@
 """Public API contract: inputs never modified, same class back, clear errors on bad input."""
+
 import pytest
 import torch
 from torch import nn
@@ -58,7 +59,11 @@ def test_inputs_as_tuple_and_dict():
     by_dict = gm.permutation_groups(net, {"x": x, "y": y})
     assert [g.name for g in by_tuple] == [g.name for g in by_dict]
     free = [g for g in by_tuple if not g.frozen]
-    assert len(free) == 1 and free[0].params() >= {("a.weight", 0), ("b.weight", 0), ("out.weight", 1)}
+    assert len(free) == 1 and free[0].params() >= {
+        ("a.weight", 0),
+        ("b.weight", 0),
+        ("out.weight", 1),
+    }
 
 
 def test_untraceable_model_names_class_and_line():

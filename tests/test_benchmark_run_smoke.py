@@ -35,17 +35,32 @@ def _rows(markdown: str, header: str = "| method | joint acc.") -> dict[str, lis
 
 
 def test_benchmark_run_end_to_end(tmp_path):
-    kwargs = {"dataset": "digits", "archs": ["mlp"], "pairs": 1, "quick": True,
-                  "methods": ["average", "mudsc_zip"], "out": tmp_path / "out", "cache": tmp_path / "cache",
-                  "epochs": 2, "alpha_sweep": False, "plots": False, "log": lambda m: None}
+    kwargs = {
+        "dataset": "digits",
+        "archs": ["mlp"],
+        "pairs": 1,
+        "quick": True,
+        "methods": ["average", "mudsc_zip"],
+        "out": tmp_path / "out",
+        "cache": tmp_path / "cache",
+        "epochs": 2,
+        "alpha_sweep": False,
+        "plots": False,
+        "log": lambda m: None,
+    }
     logs: list[str] = []
     markdown, results = bench.run(**{**kwargs, "log": logs.append})
     assert any("trained" in m for m in logs)
 
     rows = _rows(markdown)
     assert next(iter(rows)) == "method"
-    for label in ("model A alone", "model B alone", "ensemble (upper bound)", "average",
-                  "MuDSC zip"):
+    for label in (
+        "model A alone",
+        "model B alone",
+        "ensemble (upper bound)",
+        "average",
+        "MuDSC zip",
+    ):
         assert label in rows, (label, markdown)
         assert len(rows[label]) == 5, rows[label]  # joint, task A, task B, per-task, time
     assert "±" in rows["MuDSC zip"][0]
@@ -75,9 +90,19 @@ def test_alpha_sweep_picks_alpha_on_training_images(tmp_path):
     """With the sweep on, pair 0 is merged at every alpha (zip: 0..1, permute: the paper's grid
     0.1..0.9); alpha* is the grid point with the best joint accuracy on the training images, and
     every pair gets a row merged at alpha*."""
-    _, results = bench.run(dataset="digits", archs=["mlp"], pairs=2, quick=True,
-                           methods=["mudsc_zip"], out=None, cache=tmp_path / "cache", epochs=2,
-                           alpha_sweep=True, plots=False, log=lambda m: None)
+    _, results = bench.run(
+        dataset="digits",
+        archs=["mlp"],
+        pairs=2,
+        quick=True,
+        methods=["mudsc_zip"],
+        out=None,
+        cache=tmp_path / "cache",
+        epochs=2,
+        alpha_sweep=True,
+        plots=False,
+        log=lambda m: None,
+    )
     r = results["mlp"]
     assert list(r["alpha"]["zip"]) == [f"{a:.1f}" for a in bench.ALPHAS]
     assert list(r["alpha"]["permute"]) == [f"{a:.1f}" for a in bench.ALPHA_GRID]
@@ -117,18 +142,21 @@ def test_rss_sampler_attributes_an_allocation_to_its_stage():
 
 
 def test_ordering_table_checks_the_papers_claims():
-    scores = {"average": [{"joint": 0.2, "per_task": 0.3}],
-              "Git Re-Basin (weight matching)": [{"joint": 0.3, "per_task": 0.4}],
-              "activation matching": [{"joint": 0.5, "per_task": 0.6}],
-              "MuDSC permute": [{"joint": 0.4, "per_task": 0.6}],  # below activation matching
-              "ZipIt": [{"joint": 0.6, "per_task": 0.7}],
-              "activation-only zip (MuDSC α=0)": [{"joint": 0.7, "per_task": 0.8}],
-              "weight-only zip (MuDSC α=1)": [{"joint": 0.65, "per_task": 0.8}],
-              "MuDSC zip": [{"joint": 0.75, "per_task": 0.9}],
-              "MuDSC zip (α*=0.3, tuned on train)": [{"joint": 0.8, "per_task": 0.9}]}
+    scores = {
+        "average": [{"joint": 0.2, "per_task": 0.3}],
+        "Git Re-Basin (weight matching)": [{"joint": 0.3, "per_task": 0.4}],
+        "activation matching": [{"joint": 0.5, "per_task": 0.6}],
+        "MuDSC permute": [{"joint": 0.4, "per_task": 0.6}],  # below activation matching
+        "ZipIt": [{"joint": 0.6, "per_task": 0.7}],
+        "activation-only zip (MuDSC α=0)": [{"joint": 0.7, "per_task": 0.8}],
+        "weight-only zip (MuDSC α=1)": [{"joint": 0.65, "per_task": 0.8}],
+        "MuDSC zip": [{"joint": 0.75, "per_task": 0.9}],
+        "MuDSC zip (α*=0.3, tuned on train)": [{"joint": 0.8, "per_task": 0.9}],
+    }
     table = bench.ordering({"net": {"scores": scores}})
-    cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[1].strip(" |")
-             for line in table[2:]}
+    cells = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1].strip(" |") for line in table[2:]
+    }
     assert cells["MuDSC zip ≥ its single-space ablations"] == "✓ 75.0 vs 70.0"
     assert cells["MuDSC permute ≥ activation matching and Re-Basin"] == "✗ 40.0 vs 50.0"
     assert cells["MuDSC zip > MuDSC permute (different inits)"] == "✓ 75.0 vs 40.0"
@@ -140,10 +168,13 @@ def test_ordering_table_checks_the_papers_claims():
 def test_zip_clusters_tells_permutations_from_within_model_zips(tmp_path):
     from benchmarks import zip_clusters
 
-    table = zip_clusters.run(["mlp"], pair=0, quick=True, cache=tmp_path, dataset="digits",
-                             log=lambda m: None)
-    rows = {line.split(" | ")[1]: [c.strip(" |") for c in line.split(" | ")[2:]]
-            for line in table.splitlines()[2:]}
+    table = zip_clusters.run(
+        ["mlp"], pair=0, quick=True, cache=tmp_path, dataset="digits", log=lambda m: None
+    )
+    rows = {
+        line.split(" | ")[1]: [c.strip(" |") for c in line.split(" | ")[2:]]
+        for line in table.splitlines()[2:]
+    }
     units, cross, within, single = (int(v) for v in rows["MuDSC permute"][1:])
     assert units > 0 and cross == units and within == single == 0  # a permutation pairs A with B
     units, cross, within, single = (int(v) for v in rows["weight-only zip (α=1)"][1:])

@@ -39,8 +39,25 @@ def _positive(value: str) -> float:
 
 
 def test_merge_speed_smoke(capsys):
-    assert merge_speed.main(["--models", "mlp", "--methods", "mudsc", "--batches", "1",
-                             "--iters", "2", "--patience", "1", "--memory", "inprocess"]) == 0
+    assert (
+        merge_speed.main(
+            [
+                "--models",
+                "mlp",
+                "--methods",
+                "mudsc",
+                "--batches",
+                "1",
+                "--iters",
+                "2",
+                "--patience",
+                "1",
+                "--memory",
+                "inprocess",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "machine:" in out and "date:" in out and "command:" in out
     header, rows = _table(out)
@@ -53,8 +70,9 @@ def test_merge_speed_smoke(capsys):
     for col in ("verify s", "collect s", "solve s", "rewrite s"):
         assert float(row[col]) >= 0
     assert row["RSS delta MiB"] == "-"  # off in-process
-    stages = sum(float(row[c]) for c in ("trace s", "verify s", "collect s", "solve s",
-                                         "rewrite s"))
+    stages = sum(
+        float(row[c]) for c in ("trace s", "verify s", "collect s", "solve s", "rewrite s")
+    )
     assert stages <= float(row["total s"]) + 2e-3
 
 

@@ -1,4 +1,5 @@
 """`graphmerge merge CONFIG --out FILE`: YAML validated on load, output atomic, inputs protected."""
+
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,9 @@ def weights(tmp_path):
 
 def _config(tmp_path, extra: str = "", method: str = "mudsc") -> Path:
     factory = f"{EXAMPLES / 'tiny_cnn.py'}"
-    return _write(tmp_path, f"""
+    return _write(
+        tmp_path,
+        f"""
 models:
   - factory: {factory}:build
     weights: a.safetensors
@@ -43,7 +46,8 @@ data:
   factory: {factory}:calibration
 method: {method}
 parameters: {{matcher: zip, alpha: 0.5, seed: 0}}
-{extra}""")
+{extra}""",
+    )
 
 
 def test_merge_round_trip_matches_the_api(tmp_path, weights, capsys):
@@ -63,16 +67,21 @@ def test_merge_round_trip_matches_the_api(tmp_path, weights, capsys):
 
 def test_example_config_runs(tmp_path):
     out = tmp_path / "m.pt"
-    assert main(["merge", str(EXAMPLES / "merge_tiny_cnn.yaml"), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["merge", str(EXAMPLES / "merge_tiny_cnn.yaml"), "--out", str(out), "--no-progress"])
+        == 0
+    )
     state = torch.load(out, weights_only=True)
     assert "fc.weight" in state
 
 
-@pytest.mark.parametrize("extra,needle", [
-    ("colour: red", "colour: unknown key"),
-    ("reset_bn: maybe", "reset_bn: expected true or false"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        ("colour: red", "colour: unknown key"),
+        ("reset_bn: maybe", "reset_bn: expected true or false"),
+    ],
+)
 def test_bad_top_level_keys_are_named(tmp_path, weights, capsys, extra, needle):
     out = tmp_path / "merged.safetensors"
     assert main(["merge", str(_config(tmp_path, extra)), "--out", str(out)]) == 2
@@ -80,15 +89,30 @@ def test_bad_top_level_keys_are_named(tmp_path, weights, capsys, extra, needle):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("body,needle", [
-    ("models: [{factory: x.py:build}]", "models: expected a list of at least 2"),
-    ("models: [{factory: a.py:b}, {factory: a.py:b, weight: w}]", "models[1].weight: unknown key"),
-    ("models: [{factory: a.py:b}, {factory: 3}]", "models[1].factory: expected a string"),
-    ("models: [{factory: a.py:b}, {factory: a.py:b}]\nmethod: rebasin", "unknown method 'rebasin'"),
-    ("models: [{factory: a.py:b}, {factory: a.py:b}]\nparameters: {alpha: 2}", "parameters.alpha"),
-    ("models: [{factory: a.py:b}, {factory: a.py:b}]\nparameters: {beta: 2}", "parameters.beta"),
-    ("models: [{factory: a.py:b}, {factory: a.py:b}]\ndata: {batches: 2}", "exactly one of"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ("models: [{factory: x.py:build}]", "models: expected a list of at least 2"),
+        (
+            "models: [{factory: a.py:b}, {factory: a.py:b, weight: w}]",
+            "models[1].weight: unknown key",
+        ),
+        ("models: [{factory: a.py:b}, {factory: 3}]", "models[1].factory: expected a string"),
+        (
+            "models: [{factory: a.py:b}, {factory: a.py:b}]\nmethod: rebasin",
+            "unknown method 'rebasin'",
+        ),
+        (
+            "models: [{factory: a.py:b}, {factory: a.py:b}]\nparameters: {alpha: 2}",
+            "parameters.alpha",
+        ),
+        (
+            "models: [{factory: a.py:b}, {factory: a.py:b}]\nparameters: {beta: 2}",
+            "parameters.beta",
+        ),
+        ("models: [{factory: a.py:b}, {factory: a.py:b}]\ndata: {batches: 2}", "exactly one of"),
+    ],
+)
 def test_config_validation_names_the_key(tmp_path, body, needle):
     with pytest.raises(gm.InputError) as err:
         load_config(_write(tmp_path, body))
@@ -105,8 +129,11 @@ def test_output_never_overwrites_an_input(tmp_path, weights, capsys):
 
 def test_missing_data_for_activation_method(tmp_path, weights, capsys):
     factory = f"{EXAMPLES / 'tiny_cnn.py'}"
-    config = _write(tmp_path, f"models: [{{factory: '{factory}:build'}}, "
-                              f"{{factory: '{factory}:build_other'}}]\nmethod: zipit\n")
+    config = _write(
+        tmp_path,
+        f"models: [{{factory: '{factory}:build'}}, "
+        f"{{factory: '{factory}:build_other'}}]\nmethod: zipit\n",
+    )
     out = tmp_path / "m.safetensors"
     assert main(["merge", str(config), "--out", str(out)]) == 2
     assert "needs calibration data" in capsys.readouterr().err
@@ -115,9 +142,12 @@ def test_missing_data_for_activation_method(tmp_path, weights, capsys):
 
 def test_input_shape_data(tmp_path, weights):
     factory = f"{EXAMPLES / 'tiny_cnn.py'}"
-    config = _write(tmp_path, f"models: [{{factory: '{factory}:build'}}, "
-                              f"{{factory: '{factory}:build_other'}}]\nmethod: zipit\n"
-                              "data: {input_shape: '8,3,16,16', batches: 3}\n")
+    config = _write(
+        tmp_path,
+        f"models: [{{factory: '{factory}:build'}}, "
+        f"{{factory: '{factory}:build_other'}}]\nmethod: zipit\n"
+        "data: {input_shape: '8,3,16,16', batches: 3}\n",
+    )
     out = tmp_path / "m.safetensors"
     assert main(["merge", str(config), "--out", str(out), "--no-progress"]) == 0
     assert out.exists()
@@ -129,14 +159,28 @@ def test_round_trip_inspect_merge_export(tmp_path, weights, capsys):
 
     _, _, tiny_cnn = weights
     build = f"{EXAMPLES / 'tiny_cnn.py'}:build"
-    assert main(["inspect", build, "--input-shape", "2,3,16,16", "--graph",
-                 str(tmp_path / "groups")]) == 0
+    assert (
+        main(["inspect", build, "--input-shape", "2,3,16,16", "--graph", str(tmp_path / "groups")])
+        == 0
+    )
     shown = capsys.readouterr().out
     assert "stem:out" in shown and "stop points for a partial merge" in shown and "conv1" in shown
     merged = tmp_path / "merged.safetensors"
     onnx_path = tmp_path / "merged.onnx"
-    assert main(["merge", str(_config(tmp_path)), "--out", str(merged), "--onnx", str(onnx_path),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                str(_config(tmp_path)),
+                "--out",
+                str(merged),
+                "--onnx",
+                str(onnx_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     session = onnxruntime.InferenceSession(str(onnx_path))
     x = torch.randn(3, 3, 16, 16)
     model = tiny_cnn.build()
@@ -144,9 +188,35 @@ def test_round_trip_inspect_merge_export(tmp_path, weights, capsys):
     out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     torch.testing.assert_close(torch.as_tensor(out), model(x), rtol=1e-4, atol=1e-5)
     again = tmp_path / "again.onnx"
-    assert main(["export", build, "--weights", str(merged), "--input-shape", "2,3,16,16",
-                 "--out", str(again)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                build,
+                "--weights",
+                str(merged),
+                "--input-shape",
+                "2,3,16,16",
+                "--out",
+                str(again),
+            ]
+        )
+        == 0
+    )
     assert again.exists()
-    assert main(["export", build, "--weights", str(merged), "--input-shape", "2,3,16,16",
-                 "--out", str(merged)]) == 2  # never over an input
+    assert (
+        main(
+            [
+                "export",
+                build,
+                "--weights",
+                str(merged),
+                "--input-shape",
+                "2,3,16,16",
+                "--out",
+                str(merged),
+            ]
+        )
+        == 2
+    )  # never over an input
     assert "input files" in capsys.readouterr().err

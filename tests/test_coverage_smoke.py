@@ -73,11 +73,28 @@ def test_architecture_shuffles_and_keeps_function(name):
 
 def test_reports_render():
     """The tables render for a traced, a failed and an unruled result."""
-    ok = coverage.Result("a", "encoder", "A", traced=True, function_kept=True, max_rel_diff=0.0,
-                         total_tensors=2, changed_tensors=1, changed_share=0.5)
+    ok = coverage.Result(
+        "a",
+        "encoder",
+        "A",
+        traced=True,
+        function_kept=True,
+        max_rel_diff=0.0,
+        total_tensors=2,
+        changed_tensors=1,
+        changed_share=0.5,
+    )
     bad = coverage.Result("b", "decoder", "B", error="TraceError: no | pipe")
-    part = coverage.Result("c", "ssm", "C", traced=True, function_kept=True, max_rel_diff=1e-7,
-                           unruled={"aten.cumsum": 2}, unruled_frozen={"aten.cumsum": 1})
+    part = coverage.Result(
+        "c",
+        "ssm",
+        "C",
+        traced=True,
+        function_kept=True,
+        max_rel_diff=1e-7,
+        unruled={"aten.cumsum": 2},
+        unruled_frozen={"aten.cumsum": 1},
+    )
     assert [r.status for r in (ok, bad, part)] == ["✓", "✗", "partial"]
     md = coverage.markdown([ok, bad, part], "python -m benchmarks.coverage", 1.0)
     assert "| a | A | ✓ |" in md and "no: TraceError: no \\| pipe" in md

@@ -1,4 +1,5 @@
 """gm.export_onnx: every zoo model, merged, exports; onnxruntime matches torch at two batch sizes."""
+
 import pytest
 import torch
 from zoo import ZOO
@@ -11,8 +12,13 @@ def test_merged_zoo_model_exports_and_matches(tmp_path, name):
     entry = ZOO[name]
     model = entry.build().eval()
     example = entry.example()
-    merged = gm.merge([model, gm.shuffle(model, example, seed=1)], None, method="weight_matching",
-                      example_inputs=example, progress=False)
+    merged = gm.merge(
+        [model, gm.shuffle(model, example, seed=1)],
+        None,
+        method="weight_matching",
+        example_inputs=example,
+        progress=False,
+    )
     path = gm.export_onnx(merged, example, tmp_path / f"{name}.onnx")
     assert path.exists() and path.stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir()] == [f"{name}.onnx"]  # no temp file left

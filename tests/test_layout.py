@@ -1,4 +1,5 @@
 """The axis algebra: unification, refinement of products, cuts of concatenations, freezing."""
+
 from graphmerge.layout import UNIT, Cat, Leaf, Prod, SpaceStore
 
 

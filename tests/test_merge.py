@@ -1,4 +1,5 @@
 """gm.merge through the public API: self-merge oracle on the zoo, N models, alpha limits, errors."""
+
 import copy
 
 import numpy as np
@@ -55,8 +56,16 @@ def test_merge_with_shuffled_copy_returns_the_model(name, method, options):
     twin = gm.shuffle(model, example, seed=1)
     data = calibration(example)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    merged, program = gm.merge([model, twin], data, method=method, iters=10, patience=2,
-                               progress=False, return_program=True, **options)
+    merged, program = gm.merge(
+        [model, twin],
+        data,
+        method=method,
+        iters=10,
+        patience=2,
+        progress=False,
+        return_program=True,
+        **options,
+    )
     assert type(merged) is type(model) and merged is not model
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     reference = copy.deepcopy(model)
@@ -105,16 +114,18 @@ def _merged_state(models, data, **kw):
 def test_alpha_limits_reduce_to_single_space_methods():
     a, b = _two_different_mlps()
     data = calibration(ZOO["mlp"].example())
-    zero_zip = _merged_state([a, b], data, method="mudsc", matcher="zip", alpha=0.0,
-                             zip_a=0.3, zip_b=0.125)
+    zero_zip = _merged_state(
+        [a, b], data, method="mudsc", matcher="zip", alpha=0.0, zip_a=0.3, zip_b=0.125
+    )
     zipit = _merged_state([a, b], data, method="zipit")
     zero_perm = _merged_state([a, b], data, method="mudsc", matcher="permute", alpha=0.0)
     act = _merged_state([a, b], data, method="activation_matching")
     for k in zipit:
         assert torch.equal(zero_zip[k], zipit[k]) and torch.equal(zero_perm[k], act[k]), k
     one = _merged_state([a, b], data, method="mudsc", alpha=1.0)
-    no_data = gm.merge([a, b], None, method="mudsc", alpha=1.0, progress=False,
-                       example_inputs=ZOO["mlp"].example()).state_dict()
+    no_data = gm.merge(
+        [a, b], None, method="mudsc", alpha=1.0, progress=False, example_inputs=ZOO["mlp"].example()
+    ).state_dict()
     for k in one:  # weight-only: the activations do not enter
         assert torch.equal(one[k], no_data[k]), k
     mixed = _merged_state([a, b], data, method="mudsc", alpha=0.5)

@@ -4,6 +4,7 @@ The models end in the paper's shared class-vector head (graphmerge/tasks.py), so
 is the argmax over all ten classes. A broken alignment lands near plain averaging; MuDSC and
 ZipIt must beat it by a wide margin.
 """
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Hugging Face save_pretrained folders: loaded from disk, weights read without pickle code."""
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -10,8 +11,14 @@ from graphmerge.loading import load_pretrained, load_state_dict
 
 def _tiny_bert(seed: int):
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=16)
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
@@ -44,6 +51,10 @@ def test_folder_without_weights(tmp_path):
 def test_cli_inspect_a_folder(tmp_path, capsys):
     _tiny_bert(0).save_pretrained(tmp_path / "bert")
     factory = tmp_path / "ids.py"
-    factory.write_text("import torch\ndef ids():\n    return {'input_ids': torch.randint(0, 100, (2, 8))}\n")
-    assert main(["inspect", str(tmp_path / "bert"), "--inputs", f"{factory}:ids", "--no-graph"]) == 0
+    factory.write_text(
+        "import torch\ndef ids():\n    return {'input_ids': torch.randint(0, 100, (2, 8))}\n"
+    )
+    assert (
+        main(["inspect", str(tmp_path / "bert"), "--inputs", f"{factory}:ids", "--no-graph"]) == 0
+    )
     assert "bert.encoder.layer.0" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 Each test builds a tiny module inline, checks the groups as sets of (parameter, axis) and their
 structure, and checks the numbers: `shuffle` keeps the function.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +25,11 @@ def _assert_shuffle_keeps(net, x, probe, seed=0):
 class ConvFlatten(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv, self.fc, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 16, 10), nn.Linear(10, 2)
+        self.conv, self.fc, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Linear(8 * 16, 10),
+            nn.Linear(10, 2),
+        )
 
     def forward(self, x):
         return self.head(torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1))))
@@ -93,8 +98,13 @@ def test_grouped_query_attention_nests_query_heads_in_kv_heads():
     assert len(kv_heads) == 1
     kv = kv_heads[0]
     assert ("k.weight", 0) in kv.params() and ("q.weight", 0) in kv.params()
-    rep = [g for g in groups if g.structure.within == (kv.name,) and ("k.weight", 0) not in g.params()
-           and ("v.weight", 0) not in g.params()]
+    rep = [
+        g
+        for g in groups
+        if g.structure.within == (kv.name,)
+        and ("k.weight", 0) not in g.params()
+        and ("v.weight", 0) not in g.params()
+    ]
     assert rep and rep[0].size == 2 and ("q.weight", 0) in rep[0].params()
     _assert_shuffle_keeps(net, x, torch.randn(3, 6, 16))
 
@@ -245,6 +255,9 @@ def test_discarded_layers_are_not_groups():
     params = {m.param for g in groups for m in g.members}
     assert not any(p.startswith(("dead_conv", "dead_ln")) for p in params)
     assert next(g for g in groups if g.name == "conv:out").params() == {
-        ("conv.weight", 0), ("conv.bias", 0), ("head.weight", 1)}
+        ("conv.weight", 0),
+        ("conv.bias", 0),
+        ("head.weight", 1),
+    }
     twin = gm.shuffle(net, x, seed=1)
     assert torch.equal(twin.dead_conv.weight, net.dead_conv.weight)

@@ -1,4 +1,5 @@
 """Partial merges: merged trunk, per-model tails, as one GraphModule."""
+
 import pytest
 import torch
 from test_merge import _plain_init, calibration
@@ -27,8 +28,14 @@ def test_every_stop_point_reproduces_both_models(name):
     assert len(points) > 5
     # every stop point of the transformer block; a spread of the ResNet's 58, stem to head
     for point in points if name == "vit_block" else points[::6] + points[-2:]:
-        part = gm.merge([model, twin], data, method="weight_matching", stop_at=point,
-                        reset_bn=False, progress=False)
+        part = gm.merge(
+            [model, twin],
+            data,
+            method="weight_matching",
+            stop_at=point,
+            reset_bn=False,
+            progress=False,
+        )
         out_a, out_b = part(probe)
         torch.testing.assert_close(out_a, call(model, probe), rtol=1e-4, atol=1e-5, msg=point)
         torch.testing.assert_close(out_b, call(twin, probe), rtol=1e-4, atol=1e-5, msg=point)
@@ -39,12 +46,19 @@ def test_concat_and_onnx(tmp_path):
     model = _plain_init(entry.build())
     example = entry.example()
     twin = gm.shuffle(model, example, seed=2)
-    part = gm.merge([model, twin], calibration(example), method="mudsc", stop_at="layers.0",
-                    combine="concat", progress=False)
+    part = gm.merge(
+        [model, twin],
+        calibration(example),
+        method="mudsc",
+        stop_at="layers.0",
+        combine="concat",
+        progress=False,
+    )
     probe = entry.fresh()
     out = part(probe)
-    torch.testing.assert_close(out, torch.cat([model(probe), twin(probe)], -1), rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(
+        out, torch.cat([model(probe), twin(probe)], -1), rtol=1e-4, atol=1e-5
+    )
     path = gm.export_onnx(part, example, tmp_path / "partial.onnx")
     assert path.exists()
 
@@ -53,8 +67,13 @@ def test_unknown_stop_point_lists_the_valid_ones():
     entry = ZOO["mlp"]
     model = entry.build().eval()
     with pytest.raises(gm.InputError, match=r"valid stop points: layers\.0, layers\.1"):
-        gm.merge([model, model], None, method="average", example_inputs=entry.example(),
-                 stop_at="layers.9")
+        gm.merge(
+            [model, model],
+            None,
+            method="average",
+            example_inputs=entry.example(),
+            stop_at="layers.9",
+        )
 
 
 def test_partial_keeps_task_accuracy_at_least_the_full_merge():

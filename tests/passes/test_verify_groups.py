@@ -1,4 +1,5 @@
 """verify_groups: a wrong rule must cost coverage (frozen groups, a warning), never the function."""
+
 import warnings
 
 import pytest
