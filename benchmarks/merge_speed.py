@@ -336,7 +336,7 @@ def measure(name: str, methods, args) -> list[dict]:
             "verify": t.get("verify_groups", 0.0),
             "collect": t.get("collect_features", 0.0),
             "solve": t.get("solve_groups", 0.0),
-            "rewrite": t.get("rewrite", 0.0) + t.get("reset_bn", 0.0),
+            "rewrite": t.get("rewrite", 0.0) + t.get("build_module", 0.0) + t.get("reset_bn", 0.0),
             "total": total,
             "floor": floor,
             "groups": len(program.free_groups()),

@@ -40,11 +40,10 @@ def cluster_counts(program, min_units: int = 8) -> dict[str, int]:
     """Merged units by kind over the program's groups with more than `min_units` units."""
     counts = {"units": 0, "cross": 0, "within": 0, "single": 0}
     for assignment in program.assignments.values():
-        u = [np.asarray(m) for m in assignment.unmerge]
-        if len(u) != 2 or u[0].shape[0] <= min_units:
+        if len(assignment.targets) != 2 or len(assignment.targets[0]) <= min_units:
             continue
-        a, b = u[0].sum(0), u[1].sum(0)
-        counts["units"] += u[0].shape[1]
+        a, b = (np.bincount(t, minlength=assignment.n_merged) for t in assignment.targets)
+        counts["units"] += assignment.n_merged
         counts["cross"] += int(((a > 0) & (b > 0)).sum())
         counts["within"] += int((((a >= 2) & (b == 0)) | ((b >= 2) & (a == 0))).sum())
         counts["single"] += int(((a + b) == 1).sum())

@@ -16,37 +16,23 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from graphmerge.passes.annotate_axes import annotate_axes
-from graphmerge.passes.infer_groups import infer_groups
-from graphmerge.passes.verify_groups import verify_groups
+from graphmerge.options import MergeOptions
+from graphmerge.passes import analysis_passes
 from graphmerge.permute import permute_state_dict, random_permutations
-from graphmerge.program import Pass, Program, run_passes
+from graphmerge.program import Program, run_passes
 from graphmerge.records import PermutationGroup, hidden_unit_share
-from graphmerge.trace import Inputs, trace
+from graphmerge.trace import Inputs
 
-__all__ = ["PIPELINE", "Analysis", "analyze", "compile_program", "permutation_groups", "shuffle"]
-
-
-def _trace_pass(program: Program) -> Program:
-    program.traced = trace(program.model, program.example_inputs)
-    return program
-
-
-PIPELINE = [
-    Pass("trace", _trace_pass),
-    Pass("annotate_axes", annotate_axes, ("trace",)),
-    Pass("infer_groups", infer_groups, ("annotate_axes",)),
-    Pass("verify_groups", verify_groups, ("infer_groups",)),
-]
+__all__ = ["Analysis", "analyze", "compile_program", "permutation_groups", "shuffle"]
 
 
 def compile_program(
     model: nn.Module, example_inputs: Inputs, *, verify: bool = True, strict: bool = False
 ) -> Program:
-    """Run the analysis pipeline and return the whole `Program` (for passes and tools)."""
-    program = Program(model=model, example_inputs=example_inputs, strict=strict)
-    passes = PIPELINE if verify else [p for p in PIPELINE if p.name != "verify_groups"]
-    return run_passes(program, passes)
+    """Run the analysis passes and return the whole `Program` (for passes and tools)."""
+    options = MergeOptions(strict=strict, progress=False)
+    program = Program(model=model, example_inputs=example_inputs, options=options)
+    return run_passes(program, analysis_passes(verify))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,14 @@ and exit with status 2. Anything else is a bug in graphmerge.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "GraphMergeError", "InputError", "TraceError", "VerifyError"]
+__all__ = [
+    "CheckpointError",
+    "GraphMergeError",
+    "InputError",
+    "ResourceError",
+    "TraceError",
+    "VerifyError",
+]
 
 
 class GraphMergeError(Exception):
@@ -28,3 +35,7 @@ class CheckpointError(GraphMergeError):
 
 class VerifyError(GraphMergeError):
     """A self-check failed: shuffling or merging did not preserve the model's function."""
+
+
+class ResourceError(GraphMergeError, MemoryError):
+    """A stage ran out of memory; the message names the stage, the size and what lowers it."""

@@ -8,13 +8,12 @@ with the head and are shuffled inside it.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from graphmerge.layout import Cat, Layout, Leaf, Prod, SpaceStore
+from graphmerge.layout import Layout, SpaceStore
 from graphmerge.program import Program
+from graphmerge.units import resolve_layout
 
 __all__ = ["axis_gather_index", "permute_state_dict", "random_permutations"]
 
@@ -51,58 +50,7 @@ def axis_gather_index(
     total = store.size(lay)
     coords: dict[int, np.ndarray] = {}
     new = np.arange(total)
-    return _resolve(lay, new, new, coords, perms, store, parents, total)
-
-
-def _resolve(lay, new, rows, coords, perms, store, parents, total) -> np.ndarray:
-    if isinstance(lay, Leaf):
-        s = lay.space
-        perm = perms.get(s)
-        if perm is None:
-            old = new
-        elif parents.get(s):
-            idx = tuple(coords[p][rows] for p in parents[s])
-            old = perm[idx + (new,)]
-        else:
-            old = perm[new]
-        coords.setdefault(s, np.full(total, -1))[rows] = old
-        return old
-    if isinstance(lay, Cat):
-        out = np.empty_like(new)
-        off = 0
-        for part in lay.parts:
-            size = store.size(part)
-            mask = (new >= off) & (new < off + size)
-            if mask.any():
-                out[mask] = off + _resolve(
-                    part, new[mask] - off, rows[mask], coords, perms, store, parents, total
-                )
-            off += size
-        return out
-    if isinstance(lay, Prod):
-        sizes = [store.size(p) for p in lay.parts]
-        strides = [math.prod(sizes[i + 1 :]) for i in range(len(sizes))]
-        digits = [(new // st) % sz for st, sz in zip(strides, sizes)]
-        old_digits: list = [None] * len(sizes)
-        pending = list(range(len(lay.parts)))
-        while pending:
-            progressed = False
-            for i in list(pending):
-                leaves = store.leaves(lay.parts[i])
-                needs = {p for s in leaves for p in parents.get(s, ()) if s in perms}
-                ready = all(
-                    p in coords and (coords[p][rows] >= 0).all() for p in needs if p not in leaves
-                )
-                if ready:
-                    old_digits[i] = _resolve(
-                        lay.parts[i], digits[i], rows, coords, perms, store, parents, total
-                    )
-                    pending.remove(i)
-                    progressed = True
-            if not progressed:
-                raise RuntimeError("nested permutation whose parent is not on the same axis")
-        return sum(d * st for d, st in zip(old_digits, strides))
-    return new  # UNIT or empty
+    return resolve_layout(lay, new, new, coords, perms, store, parents, total)
 
 
 def permute_state_dict(

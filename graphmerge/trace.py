@@ -16,7 +16,15 @@ from torch import nn
 
 from graphmerge.errors import InputError, TraceError
 
-__all__ = ["Inputs", "Traced", "call_model", "eval_mode", "normalize_inputs", "trace"]
+__all__ = [
+    "Inputs",
+    "Traced",
+    "call_model",
+    "check_batch",
+    "eval_mode",
+    "normalize_inputs",
+    "trace",
+]
 
 Inputs = torch.Tensor | tuple | dict
 
@@ -175,3 +183,36 @@ def _aliases(model: nn.Module) -> dict[str, list[str]]:
             for n in names:
                 out[n] = [m for m in names if m != n]
     return out
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def check_batch(example: Inputs, batch: Inputs, index: int, model_name: str) -> None:
+    """Raise `InputError` when calibration batch `index` is not shaped like `example`.
+
+    Same kind (Tensor / tuple / dict), the same positional count or keyword names, and each
+    tensor the same dtype and rank; sizes may differ (batch, sequence length).
+    """
+    where = f"calibration batch {index} for {model_name}"
+    args, kwargs = normalize_inputs(batch, where)
+    ref_args, ref_kwargs = normalize_inputs(example)
+    if len(args) != len(ref_args) or set(kwargs) != set(ref_kwargs):
+        raise InputError(
+            f"{where} has {len(args)} positional inputs and keywords {sorted(kwargs)}, the "
+            f"example has {len(ref_args)} and {sorted(ref_kwargs)}: give every batch the same "
+            "inputs"
+        )
+    pairs = [*zip(range(len(args)), args, ref_args)]
+    pairs += [(k, kwargs[k], ref_kwargs[k]) for k in sorted(kwargs)]
+    for name, got, ref in pairs:
+        if isinstance(ref, torch.Tensor) != isinstance(got, torch.Tensor) or (
+            isinstance(ref, torch.Tensor) and (got.dtype != ref.dtype or got.dim() != ref.dim())
+        ):
+            raise InputError(
+                f"{where}: input {name!r} is a {_describe(got)}, the example's is a "
+                f"{_describe(ref)}; pass batches of the dtype and rank the model takes"
+            )

@@ -9,12 +9,20 @@ each unit `repeat` times.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from graphmerge.layout import Cat, Layout, Prod, SpaceStore
-from graphmerge.permute import _resolve
+from graphmerge.layout import Cat, Layout, Leaf, Prod, SpaceStore
 
-__all__ = ["branch_ids", "group_units", "leaf_coords", "unit_index", "unit_positions"]
+__all__ = [
+    "branch_ids",
+    "group_units",
+    "leaf_coords",
+    "resolve_layout",
+    "unit_index",
+    "unit_positions",
+]
 
 
 def leaf_coords(lay: Layout, store: SpaceStore) -> dict[int, np.ndarray]:
@@ -22,7 +30,7 @@ def leaf_coords(lay: Layout, store: SpaceStore) -> dict[int, np.ndarray]:
     coords: dict[int, np.ndarray] = {}
     total = store.size(lay)
     new = np.arange(total)
-    _resolve(lay, new, new, coords, {}, store, {}, total)
+    resolve_layout(lay, new, new, coords, {}, store, {}, total)
     return coords
 
 
@@ -80,3 +88,60 @@ def group_units(store: SpaceStore, space: int, parents: tuple[int, ...]) -> int:
     for p in parents:
         n *= store.space_size(p)
     return n
+
+
+def resolve_layout(lay, new, rows, coords, perms, store, parents, total) -> np.ndarray:
+    """Old position of each new position `new` of an axis with layout `lay` under `perms`.
+
+    perms: space -> gather array (nested spaces indexed by their parents' old indices);
+    coords (filled in): every leaf space's old index at each position of the whole axis
+    (`rows` are the positions `new` stands for; `total` the axis size; -1 where absent).
+    """
+    if isinstance(lay, Leaf):
+        s = lay.space
+        perm = perms.get(s)
+        if perm is None:
+            old = new
+        elif parents.get(s):
+            idx = tuple(coords[p][rows] for p in parents[s])
+            old = perm[idx + (new,)]
+        else:
+            old = perm[new]
+        coords.setdefault(s, np.full(total, -1))[rows] = old
+        return old
+    if isinstance(lay, Cat):
+        out = np.empty_like(new)
+        off = 0
+        for part in lay.parts:
+            size = store.size(part)
+            mask = (new >= off) & (new < off + size)
+            if mask.any():
+                out[mask] = off + resolve_layout(
+                    part, new[mask] - off, rows[mask], coords, perms, store, parents, total
+                )
+            off += size
+        return out
+    if isinstance(lay, Prod):
+        sizes = [store.size(p) for p in lay.parts]
+        strides = [math.prod(sizes[i + 1 :]) for i in range(len(sizes))]
+        digits = [(new // st) % sz for st, sz in zip(strides, sizes)]
+        old_digits: list = [None] * len(sizes)
+        pending = list(range(len(lay.parts)))
+        while pending:
+            progressed = False
+            for i in list(pending):
+                leaves = store.leaves(lay.parts[i])
+                needs = {p for s in leaves for p in parents.get(s, ()) if s in perms}
+                ready = all(
+                    p in coords and (coords[p][rows] >= 0).all() for p in needs if p not in leaves
+                )
+                if ready:
+                    old_digits[i] = resolve_layout(
+                        lay.parts[i], digits[i], rows, coords, perms, store, parents, total
+                    )
+                    pending.remove(i)
+                    progressed = True
+            if not progressed:
+                raise RuntimeError("nested permutation whose parent is not on the same axis")
+        return sum(d * st for d, st in zip(old_digits, strides))
+    return new  # UNIT or empty

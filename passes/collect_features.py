@@ -1,7 +1,7 @@
 """collect_features: stream activation moments for every free group, for all models at once.
 
 Reads: `program.groups` (their `capture` sites), `program.spaces`, `node.meta[AXES]` of the capture
-nodes, the traced program.
+nodes, the traced program, `program.states`, `program.data`, `program.options`.
 Writes: `program.features`: group name -> `Moments` over the N*units stacked features of the N
 models (sum of x, sum of x xᵀ in float64, sample count).
 
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
 from graphmerge.program import AXES, Program
-from graphmerge.trace import eval_mode, normalize_inputs, trace
+from graphmerge.trace import check_batch, eval_mode, normalize_inputs, trace
 from graphmerge.units import group_units, leaf_coords
 
 __all__ = ["GraphRunner", "Moments", "capture_plan", "collect_features"]
@@ -220,11 +220,16 @@ class GraphRunner:
         return list(outputs), dict(zip(self.capture_nodes, caught))
 
 
-def collect_features(program: Program, states: list[dict], data, progress: bool = True) -> Program:
-    """One pass over `data`: accumulate `Moments` per free group (see module docstring).
+def collect_features(program: Program) -> Program:
+    """One pass over `program.data`: accumulate `Moments` per free group (module docstring).
 
-    states: each model's state dict (the traced graph runs once per model with its weights).
+    The traced graph runs once per model with its weights (`program.states`); nothing is
+    collected when the method reads no activations (`program.features` stays empty).
     """
+    if not program.options.uses_activations:
+        program.features, program.capture_plans = {}, {}
+        return program
+    states, data, progress = program.states, program.data, program.options.progress
     plans = {g.name: capture_plan(program, g.name) for g in program.free_groups()}
     plans = {k: v for k, v in plans.items() if v is not None}
     runner = GraphRunner(program, [p.node for p in plans.values()])
@@ -238,6 +243,7 @@ def collect_features(program: Program, states: list[dict], data, progress: bool 
             data, desc="graphmerge: collecting features", disable=not progress, leave=False
         ):
             batches += 1
+            check_batch(program.example_inputs, batch, batches, type(program.model).__name__)
             per_model = []
             for i, state in enumerate(states):
                 try:

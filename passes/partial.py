@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from graphmerge.assignment import axis_targets
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
-from graphmerge.passes.solve_groups import layout_unmerge
 from graphmerge.program import AXES, Program
 
-__all__ = ["build_partial", "stop_points"]
+__all__ = ["build_partial", "stop_points", "trunk_nodes"]
 
 
 def _module_of(node: fx.Node) -> list[str]:
@@ -45,7 +45,8 @@ def stop_points(program: Program) -> list[str]:
     return list(modules) + [g.name for g in program.groups if not g.frozen]
 
 
-def _trunk(program: Program, stop_at: str) -> set[fx.Node]:
+def trunk_nodes(program: Program, stop_at: str) -> set[fx.Node]:
+    """The stop module (or the stop group's first producer) and every node it depends on."""
     module = stop_at
     names = {g.name for g in program.groups}
     if stop_at in names:
@@ -86,10 +87,10 @@ def _unmerge_index(program: Program, lay, model: int) -> np.ndarray | None:
         return None
     if isinstance(lay, Alt):
         lay = lay.options[0]
-    u = layout_unmerge(program, program.store.normalize(lay), program.assignments, model)
-    if u is None:
+    targets = axis_targets(program, program.store.normalize(lay), program.assignments, model)
+    if targets is None:
         return None
-    return u.argmax(1)
+    return np.where(targets >= 0, targets, 0)
 
 
 class _Builder:
@@ -176,7 +177,7 @@ def build_partial(
     """The partial-merge GraphModule (see the module docstring)."""
     if combine not in ("tuple", "concat"):
         raise InputError(f"combine must be 'tuple' or 'concat', got {combine!r}")
-    static_trunk = _trunk(program, stop_at)
+    static_trunk = trunk_nodes(program, stop_at)
     symbolic = _symbolic_graph(program)
     if symbolic is None:
         traced, to_static = program.traced, {}

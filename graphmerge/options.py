@@ -1,0 +1,158 @@
+"""Merge options: one frozen, validated record shared by `gm.merge`, the YAML config and the CLI.
+
+    >>> from graphmerge.options import MergeOptions
+    >>> MergeOptions(method="zipit").resolved_alpha, MergeOptions(method="zipit").zip_params
+    (0.0, (0.3, 0.125))
+
+Every field is checked once, when the record is made; a bad value is an `InputError` naming the
+field (the config loader adds the file and key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from graphmerge.errors import InputError
+
+__all__ = ["MATCHER_NAMES", "METHODS", "MergeOptions", "MethodSpec"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How a method configures the solver."""
+
+    solver: str  # "mudsc" | "weight_matching" | "average"
+    alpha: float | None = None  # None: the caller's alpha
+    matcher: str | None = None  # None: the caller's matcher
+    needs_data: bool = True
+    zip_a: float = 0.5  # ZipIt's linkage factor (MuDSC's setting by default)
+    zip_b: float = 1.0  # within-model merge budget factor
+
+
+METHODS: dict[str, MethodSpec] = {
+    "mudsc": MethodSpec("mudsc"),
+    # ZipIt with its own defaults (matching_functions.py: a=0.3, b=0.125); MuDSC's activation-only
+    # ablation with MuDSC's a=0.5, b=1 is method="mudsc", alpha=0.
+    "zipit": MethodSpec("mudsc", alpha=0.0, matcher="zip", zip_a=0.3, zip_b=0.125),
+    "activation_matching": MethodSpec("mudsc", alpha=0.0, matcher="permute"),
+    "weight_matching": MethodSpec("weight_matching", needs_data=False),
+    "average": MethodSpec("average", needs_data=False),
+}
+MATCHER_NAMES = ("zip", "permute")
+COMBINE_NAMES = ("tuple", "concat")
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """Everything that configures one merge (see `gm.merge` for the meaning of each field).
+
+    `resolved_*` properties apply the method's own settings (e.g. "zipit" is an activation-only
+    zip with a=0.3, b=0.125) on top of the fields.
+    """
+
+    method: str = "mudsc"
+    matcher: str = "zip"
+    alpha: float = 0.5
+    seed: int = 0
+    iters: int = 100
+    patience: int = 5
+    reset_bn: bool = True
+    zip_a: float | None = None
+    zip_b: float | None = None
+    strict: bool = False
+    progress: bool = True
+    stop_at: str | None = None
+    combine: str = "tuple"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
+        if self.matcher not in MATCHER_NAMES:
+            raise InputError(
+                f"unknown matcher {self.matcher!r}; choose one of {list(MATCHER_NAMES)}"
+            )
+        if self.combine not in COMBINE_NAMES:
+            raise InputError(f"combine must be 'tuple' or 'concat', got {self.combine!r}")
+        for name in ("seed", "iters", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InputError(f"{name} must be an integer, got {value!r}")
+        if self.iters < 0 or self.patience < 1:
+            raise InputError(
+                f"iters must be >= 0 and patience >= 1, got {self.iters} and {self.patience}"
+            )
+        for name in ("alpha", "zip_a", "zip_b"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, (int, float)) or isinstance(value, bool)
+            ):
+                raise InputError(f"{name} must be a number, got {value!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.zip_b is not None and self.zip_b < 0:
+            raise InputError(f"zip_b must be >= 0, got {self.zip_b}")
+
+    @classmethod
+    def field_types(cls) -> dict[str, tuple[type, ...]]:
+        """Option name -> accepted Python types (for config validation)."""
+        numbers = (int, float)
+        types = {
+            "method": (str,),
+            "matcher": (str,),
+            "alpha": numbers,
+            "seed": (int,),
+            "iters": (int,),
+            "patience": (int,),
+            "reset_bn": (bool,),
+            "zip_a": numbers,
+            "zip_b": numbers,
+            "strict": (bool,),
+            "progress": (bool,),
+            "stop_at": (str,),
+            "combine": (str,),
+        }
+        assert set(types) == {f.name for f in dataclasses.fields(cls)}
+        return types
+
+    @property
+    def spec(self) -> MethodSpec:
+        return METHODS[self.method]
+
+    @property
+    def solver(self) -> str:
+        """ "mudsc", "weight_matching" or "average"."""
+        return self.spec.solver
+
+    @property
+    def resolved_alpha(self) -> float:
+        return self.spec.alpha if self.spec.alpha is not None else self.alpha
+
+    @property
+    def resolved_matcher(self) -> str:
+        return self.spec.matcher or self.matcher
+
+    @property
+    def zip_params(self) -> tuple[float, float]:
+        """(a, b) of the zip matcher: the fields, else the method's own defaults."""
+        a = self.spec.zip_a if self.zip_a is None else self.zip_a
+        b = self.spec.zip_b if self.zip_b is None else self.zip_b
+        return a, b
+
+    @property
+    def matcher_options(self) -> dict[str, float]:
+        """Keyword options for the matcher (the zip's a and b; none for permute)."""
+        if self.resolved_matcher != "zip":
+            return {}
+        a, b = self.zip_params
+        return {"a": a, "b": b}
+
+    @property
+    def uses_activations(self) -> bool:
+        """True when the solver reads activation statistics."""
+        return self.solver == "mudsc" and self.resolved_alpha < 1.0
+
+    @property
+    def needs_data(self) -> bool:
+        """True when calibration data is required (activations)."""
+        return self.spec.needs_data and self.uses_activations
