@@ -275,12 +275,10 @@ def _run_merge(args: argparse.Namespace) -> int:
     merged, program = merge(
         models,
         data,
-        method=config.method,
-        reset_bn=config.reset_bn,
+        options=config.options,
         progress=not args.no_progress,
         strict=args.strict,
         return_program=True,
-        **config.parameters,
     )
     seconds = time.perf_counter() - start
     path = save_atomic(lambda tmp: _save_state(merged.state_dict(), tmp), out, protect)
@@ -292,17 +290,27 @@ def _run_merge(args: argparse.Namespace) -> int:
         if data is None:
             raise InputError("--onnx needs example inputs: give the config a data section")
         print(f"wrote {export_onnx(merged, next(iter(data)), args.onnx)}")
-    solved = len(getattr(program, "assignments", {}) or {})
+    solved = len(program.assignments)
     free = len(program.free_groups())
     print(
         f"merged {len(models)} x {type(models[0]).__name__} with {config.method} "
-        f"{config.parameters or ''} in {seconds:.1f} s: {solved} groups solved "
-        f"({free} free of {len(program.groups)})"
+        f"in {seconds:.1f} s: {solved} groups solved ({free} free of {len(program.groups)}); "
+        f"{_aligned_line(program)}"
     )
     stages = ("trace", "verify_groups", "collect_features", "solve_groups", "rewrite")
     print("  " + ", ".join(f"{k} {program.timings.get(k, 0.0):.2f} s" for k in stages))
     print(f"wrote {path}")
     return 0
+
+
+def _aligned_line(program: Any) -> str:
+    """How many hidden units the merge aligned (the rest were averaged in place)."""
+    hidden = [g for g in program.groups if g.hidden]
+    total = sum(g.units for g in hidden)
+    aligned = sum(g.units for g in hidden if g.name in program.assignments)
+    if not total:
+        return "no hidden units"
+    return f"{aligned} of {total} hidden units aligned ({aligned / total:.0%})"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ one validated `MergeOptions`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -106,11 +108,12 @@ def _example(data, example_inputs, options: MergeOptions, name: str):
 def merge(
     models,
     data=None,
-    method: str = "mudsc",
+    method: str | None = None,
     *,
+    options: MergeOptions | None = None,
     example_inputs=None,
     return_program: bool = False,
-    **options,
+    **overrides,
 ):
     """Merge `models` (same architecture) into one new model of the first model's class.
 
@@ -118,7 +121,8 @@ def merge(
         "activation_matching", "weight_matching" (Git Re-Basin), "average".
     data: iterable of calibration batches; required except for "weight_matching", "average"
         and "mudsc" with alpha=1.
-    options (keywords, see `MergeOptions`): matcher="zip", alpha=0.5, seed=0, iters=100,
+    options: a `MergeOptions` (e.g. from a YAML config); keywords override its fields.
+    keywords (see `MergeOptions`): matcher="zip", alpha=0.5, seed=0, iters=100,
         patience=5, reset_bn=True (recompute BatchNorm statistics of the bases, on copies, and
         of the merged model on `data`), zip_a / zip_b (the zip matcher's linkage and
         within-model budget factors; default MuDSC's a=0.5, b=1 for "mudsc", ZipIt's own
@@ -129,13 +133,13 @@ def merge(
         concatenation along the last axis (combine="concat").
     Returns the merged module (and the `Program` when return_program=True).
     """
-    unknown = sorted(set(options) - set(MergeOptions.field_types()) - {"method"})
+    names = set(MergeOptions.field_types()) - {"method"}
+    unknown = sorted(set(overrides) - names)
     if unknown:
-        raise InputError(
-            f"merge() got unknown option {unknown[0]!r}; options: "
-            f"{sorted(set(MergeOptions.field_types()) - {'method'})}"
-        )
-    opts = MergeOptions(method=method, **options)
+        raise InputError(f"merge() got unknown option {unknown[0]!r}; options: {sorted(names)}")
+    if method is not None:
+        overrides["method"] = method
+    opts = dataclasses.replace(options or MergeOptions(), **overrides)
     models = check_models(models)
     data = _batches(data)
     example = _example(data, example_inputs, opts, type(models[0]).__name__)

@@ -15,7 +15,19 @@ from dataclasses import dataclass
 
 from graphmerge.errors import InputError
 
-__all__ = ["MATCHER_NAMES", "METHODS", "MergeOptions", "MethodSpec"]
+__all__ = ["MATCHER_NAMES", "METHODS", "MergeOptions", "MethodSpec", "OptionError"]
+
+
+class OptionError(InputError):
+    """A merge option has a bad value; `field` names the option."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _fail(field: str, message: str):
+    raise OptionError(field, message)
 
 
 @dataclass(frozen=True)
@@ -67,31 +79,29 @@ class MergeOptions:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
+            _fail("method", f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
         if self.matcher not in MATCHER_NAMES:
-            raise InputError(
-                f"unknown matcher {self.matcher!r}; choose one of {list(MATCHER_NAMES)}"
-            )
+            _fail("matcher", f"unknown matcher {self.matcher!r}; choose one of {MATCHER_NAMES}")
         if self.combine not in COMBINE_NAMES:
-            raise InputError(f"combine must be 'tuple' or 'concat', got {self.combine!r}")
+            _fail("combine", f"combine must be 'tuple' or 'concat', got {self.combine!r}")
         for name in ("seed", "iters", "patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise InputError(f"{name} must be an integer, got {value!r}")
-        if self.iters < 0 or self.patience < 1:
-            raise InputError(
-                f"iters must be >= 0 and patience >= 1, got {self.iters} and {self.patience}"
-            )
+                _fail(name, f"{name} must be an integer, got {value!r}")
+        if self.iters < 0:
+            _fail("iters", f"iters must be >= 0, got {self.iters}")
+        if self.patience < 1:
+            _fail("patience", f"patience must be >= 1, got {self.patience}")
         for name in ("alpha", "zip_a", "zip_b"):
             value = getattr(self, name)
             if value is not None and (
                 not isinstance(value, (int, float)) or isinstance(value, bool)
             ):
-                raise InputError(f"{name} must be a number, got {value!r}")
+                _fail(name, f"{name} must be a number, got {value!r}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise InputError(f"alpha must be in [0, 1], got {self.alpha}")
+            _fail("alpha", f"alpha must be in [0, 1], got {self.alpha}")
         if self.zip_b is not None and self.zip_b < 0:
-            raise InputError(f"zip_b must be >= 0, got {self.zip_b}")
+            _fail("zip_b", f"zip_b must be >= 0, got {self.zip_b}")
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
