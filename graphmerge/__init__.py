@@ -5,9 +5,17 @@ Public API (see DESIGN.md): `permutation_groups`, `shuffle`, `analyze`; records
 """
 
 from graphmerge.api import Analysis, analyze, permutation_groups, shuffle
-from graphmerge.errors import CheckpointError, GraphMergeError, InputError, TraceError, VerifyError
+from graphmerge.errors import (
+    CheckpointError,
+    GraphMergeError,
+    InputError,
+    ResourceError,
+    TraceError,
+    VerifyError,
+)
 from graphmerge.export import ExportError, export_onnx
 from graphmerge.merge import METHODS, merge, reset_bn_stats
+from graphmerge.options import MergeOptions
 from graphmerge.records import CaptureSite, Member, PermutationGroup, Structure
 
 __all__ = [
@@ -19,7 +27,9 @@ __all__ = [
     "GraphMergeError",
     "InputError",
     "Member",
+    "MergeOptions",
     "PermutationGroup",
+    "ResourceError",
     "Structure",
     "TraceError",
     "VerifyError",
