@@ -10,6 +10,7 @@ from torch import nn
 
 import graphmerge as gm
 from graphmerge.cli import main
+from graphmerge.loading import load_factory
 
 _GRU_FILE = """
 import torch
@@ -41,8 +42,7 @@ def calibration():
 def _gru_module(tmp_path):
     path = tmp_path / "gru_net.py"
     path.write_text(_GRU_FILE)
-    namespace: dict = {}
-    exec(compile(_GRU_FILE, str(path), "exec"), namespace)
+    namespace = {name: load_factory(f"{path}:{name}") for name in ("build", "calibration")}
     return path, namespace
 
 
