@@ -135,6 +135,7 @@ def mudsc(program: Program) -> dict[str, Assignment]:
     units = solve_units(program)
     act = _activation_sims(program)
     weights = WeightVectors(program, program.states)
+    blocks = "cross" if matcher == "permute" else "all"  # what the matcher reads
     assign = {n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)}
     blind = []
     for unit in units:  # initialise from activations
@@ -143,7 +144,7 @@ def mudsc(program: Program) -> dict[str, Assignment]:
         else:
             blind.append(unit)
     for unit in blind:  # no activation statistics (or alpha=1): start from the weights
-        sims = {n: weights.correlation(n, assign) for n in unit.names}
+        sims = {n: weights.correlation(n, assign, blocks) for n in unit.names}
         assign.update(_match_unit(program, unit, sims, matcher, n_models, options))
     if alpha <= 0 or not units or opts.iters == 0:
         return assign
@@ -158,7 +159,7 @@ def mudsc(program: Program) -> dict[str, Assignment]:
                 bar.set_postfix_str(f"group {unit.root}", refresh=False)
                 sims = {}
                 for n in unit.names:
-                    cw = weights.correlation(n, assign)
+                    cw = weights.correlation(n, assign, blocks)
                     sims[n] = alpha * cw + (1 - alpha) * act[n] if n in act else cw
                 result = _match_unit(program, unit, sims, matcher, n_models, options)
                 assign.update(_keep_unchanged(assign, result))
@@ -192,10 +193,7 @@ def weight_matching(program: Program) -> dict[str, Assignment]:
             progress_made = False
             for k in torch.randperm(len(units), generator=gen).tolist():
                 unit = units[k]
-                sims = {}
-                for n in unit.names:
-                    v = [weights.vectors(n, assign, i) for i in range(n_models)]
-                    sims[n] = _inner_product_blocks(v)
+                sims = {n: weights.gram(n, assign, "cross").raw_blocks() for n in unit.names}
                 old = sum(_objective(sims[n], assign[n]) for n in unit.names)
                 result = _match_unit(program, unit, sims, "permute", n_models, {})
                 new = sum(_objective(sims[n], result[n]) for n in unit.names)
@@ -206,17 +204,6 @@ def weight_matching(program: Program) -> dict[str, Assignment]:
             if not progress_made:
                 break
     return assign
-
-
-def _inner_product_blocks(vectors: list[np.ndarray]) -> np.ndarray:
-    """A (N·n)² matrix whose model-0-vs-i blocks are raw inner products (spec §3)."""
-    n, n_models = vectors[0].shape[0], len(vectors)
-    s = np.zeros((n * n_models, n * n_models))
-    for i in range(1, n_models):
-        block = vectors[0] @ vectors[i].T
-        s[:n, i * n : (i + 1) * n] = block
-        s[i * n : (i + 1) * n, :n] = block.T
-    return s
 
 
 def _objective(s: np.ndarray, a: Assignment) -> float:

@@ -1,0 +1,74 @@
+"""Weight vectors and their streamed Gram matrices (MuDSC's weight similarity)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from zoo import ZOO
+
+import graphmerge as gm
+from graphmerge.api import compile_program
+from graphmerge.assignment import Assignment
+from graphmerge.passes.matchers.similarity import weight_correlation
+from graphmerge.passes.weight_vectors import Gram, WeightVectors
+
+
+def _setup(name: str):
+    entry = ZOO[name]
+    model = entry.build().eval()
+    twin = gm.shuffle(model, entry.example(), seed=2)
+    program = compile_program(model, entry.example())
+    states = [{k: v.detach() for k, v in m.state_dict().items()} for m in (model, twin)]
+    return program, states
+
+
+def _some_assignments(program, seed: int = 0) -> dict:
+    """A random permutation of every free group (nested groups stay in place)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for g in program.free_groups():
+        if g.structure.within or g.structure.nested:
+            continue
+        n = g.size
+        out[g.name] = Assignment.from_targets([np.arange(n), rng.permutation(n)])
+    return out
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vit_block", "groupnorm_resnet", "swiglu_rmsnorm"])
+def test_streamed_gram_equals_the_concatenated_vectors(name):
+    program, states = _setup(name)
+    weights = WeightVectors(program, states)
+    assign = _some_assignments(program)
+    for g in program.free_groups():
+        vecs = np.concatenate([weights.vectors(g.name, assign, i) for i in (0, 1)], axis=0)
+        reference = weight_correlation(vecs)
+        full = weights.correlation(g.name, assign, "all")
+        np.testing.assert_allclose(full, reference, atol=1e-10, err_msg=g.name)
+        cross = weights.correlation(g.name, assign, "cross")
+        n = vecs.shape[0] // 2
+        np.testing.assert_allclose(cross[:n, n:], reference[:n, n:], atol=1e-10)
+        assert not cross[:n, :n].any()  # within-model blocks are not computed for a permute
+
+
+def test_the_cache_follows_the_assignments_it_depends_on():
+    program, states = _setup("resnet20")
+    weights = WeightVectors(program, states)
+    first = _some_assignments(program, 0)
+    name = next(n for n in first if set(weights.depends_on(n)) & set(first))
+    before = weights.correlation(name, first)
+    second = dict(first)
+    dep = next(d for d in weights.depends_on(name) if d in first)
+    second[dep] = _some_assignments(program, 1)[dep]
+    after = weights.correlation(name, second)
+    fresh = WeightVectors(program, states).correlation(name, second)
+    np.testing.assert_array_equal(after, fresh)
+    assert not np.array_equal(before, after)
+
+
+def test_float32_products_of_large_groups_stay_close_to_float64():
+    rng = np.random.default_rng(0)
+    v = [rng.standard_normal((1100, 300)) + 0.1, rng.standard_normal((1100, 300))]
+    big = Gram.zeros(2, 1100, "all")  # 2200 stacked units: float32 products
+    big.add(v)
+    reference = weight_correlation(np.concatenate(v, axis=0))
+    np.testing.assert_allclose(big.correlation(), reference, atol=1e-5)
