@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from graphmerge.errors import InputError
+from graphmerge.memory import parse_bytes
 
 __all__ = ["MATCHER_NAMES", "METHODS", "MergeOptions", "MethodSpec", "OptionError"]
 
@@ -76,6 +77,7 @@ class MergeOptions:
     progress: bool = True
     stop_at: str | None = None
     combine: str = "tuple"
+    memory_budget: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -102,6 +104,11 @@ class MergeOptions:
             _fail("alpha", f"alpha must be in [0, 1], got {self.alpha}")
         if self.zip_b is not None and self.zip_b < 0:
             _fail("zip_b", f"zip_b must be >= 0, got {self.zip_b}")
+        if self.memory_budget is not None:
+            try:
+                parse_bytes(self.memory_budget)
+            except InputError as exc:
+                _fail("memory_budget", f"memory_budget: {exc}")
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
@@ -121,9 +128,15 @@ class MergeOptions:
             "progress": (bool,),
             "stop_at": (str,),
             "combine": (str,),
+            "memory_budget": (int, str),
         }
         assert set(types) == {f.name for f in dataclasses.fields(cls)}
         return types
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """`memory_budget` in bytes (None: fit what the machine has free)."""
+        return None if self.memory_budget is None else parse_bytes(self.memory_budget)
 
     @property
     def spec(self) -> MethodSpec:

@@ -23,6 +23,7 @@ from torch import nn
 
 from graphmerge.errors import GraphMergeError, ResourceError
 from graphmerge.layout import Layout, SpaceStore
+from graphmerge.memory import MemoryPlan
 from graphmerge.options import MergeOptions
 from graphmerge.records import PermutationGroup
 
@@ -82,7 +83,8 @@ class Program:
     Inputs: `model` (traced and analysed: the first of `models`), `example_inputs`, `options`,
     and for a merge `models` (never modified) and `data` (calibration batches).
     Analysis (trace .. verify_groups): `traced`, the axis facts, `groups` and their `spaces`.
-    Merge (reset_bn .. build_module): `states` (each base model's weights, after a BatchNorm
+    Merge (plan_merge .. build_module): `memory_plan` (the estimate, the budget, the waves of
+    groups the statistics are collected in), `states` (each base model's weights, after a BatchNorm
     reset on copies), `features` (activation moments per group), `capture_plans`,
     `assignments` (per group), `merged_state` and `result` (the merged module, or the partial
     merge's GraphModule).
@@ -104,6 +106,7 @@ class Program:
     axis_layouts: dict = field(default_factory=dict)
     groups: list[PermutationGroup] = field(default_factory=list)
     spaces: dict[str, GroupSpace] = field(default_factory=dict)
+    memory_plan: MemoryPlan | None = None
     states: list[dict[str, torch.Tensor]] = field(default_factory=list)
     features: dict[str, Any] = field(default_factory=dict)  # name -> collect_features.Moments
     capture_plans: dict[str, Any] = field(default_factory=dict)  # name -> Capture

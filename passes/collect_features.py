@@ -2,8 +2,10 @@
 
 Reads: `program.groups` (their `capture` sites), `program.spaces`, `node.meta[AXES]` of the capture
 nodes, the traced program, `program.states`, `program.data`, `program.options`.
-Writes: `program.features`: group name -> `Moments` over the N*units stacked features of the N
-models (sum of x, sum of x xᵀ in float64, sample count).
+Writes: `program.features`: a `SimilarityStore`, group name -> the Pearson correlation of the
+N*units stacked features of the N models (from streamed sums of x and x xᵀ in float64);
+`program.capture_plans`. When the plan cuts the groups into waves, each wave is one pass over
+the data and its correlations may be kept on disk until the solve reads them.
 
 The traced graph is run with each model's weights in turn, with the capture tensors as extra
 outputs. A batch whose shapes differ from the traced ones (the last, smaller batch) is traced
@@ -23,7 +25,9 @@ from tqdm.auto import tqdm
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
+from graphmerge.passes.matchers.similarity import correlation_from_moments
 from graphmerge.program import AXES, Program
+from graphmerge.similarities import SimilarityStore
 from graphmerge.trace import check_batch, eval_mode, normalize_inputs, trace
 from graphmerge.units import group_units, leaf_coords
 
@@ -221,16 +225,31 @@ class GraphRunner:
 
 
 def collect_features(program: Program) -> Program:
-    """One pass over `program.data`: accumulate `Moments` per free group (module docstring).
+    """Activation correlations per free group, one pass over `program.data` per wave of groups
+    (see the module docstring and `MemoryPlan.waves`).
 
     The traced graph runs once per model with its weights (`program.states`); nothing is
     collected when the method reads no activations (`program.features` stays empty).
     """
+    plan = program.memory_plan
+    program.features = SimilarityStore(plan.similarity_bytes if plan is not None else None)
+    program.capture_plans = {}
     if not program.options.uses_activations:
-        program.features, program.capture_plans = {}, {}
         return program
+    waves = plan.waves if plan is not None else (tuple(g.name for g in program.free_groups()),)
+    for k, wave in enumerate(waves, start=1):
+        what = f" (pass {k} of {len(waves)})" if len(waves) > 1 else ""
+        moments, plans = _collect(program, wave, f"graphmerge: collecting features{what}")
+        for name, m in moments.items():
+            program.features[name] = correlation_from_moments(m.total, m.outer, m.count)
+        program.capture_plans.update(plans)
+    return program
+
+
+def _collect(program: Program, names, desc: str) -> tuple[dict, dict]:
+    """Moments of groups `names` over one pass of the data, and their capture plans."""
     states, data, progress = program.states, program.data, program.options.progress
-    plans = {g.name: capture_plan(program, g.name) for g in program.free_groups()}
+    plans = {name: capture_plan(program, name) for name in names}
     plans = {k: v for k, v in plans.items() if v is not None}
     runner = GraphRunner(program, [p.node for p in plans.values()])
     n_models = len(states)
@@ -239,13 +258,11 @@ def collect_features(program: Program) -> Program:
     }
     batches = 0
     with eval_mode(program.model):
-        for batch in tqdm(
-            data, desc="graphmerge: collecting features", disable=not progress, leave=False
-        ):
+        for batch in tqdm(data, desc=desc, disable=not progress, leave=False):
             batches += 1
             check_batch(program.example_inputs, batch, batches, type(program.model).__name__)
             per_model = []
-            for i, state in enumerate(states):
+            for state in states:
                 try:
                     _, caught = runner(state, batch)
                 except InputError:
@@ -269,9 +286,7 @@ def collect_features(program: Program) -> Program:
                 moments[name].add(x)
     if batches == 0:
         raise InputError("the calibration data is empty: pass an iterable of at least one batch")
-    program.features = moments
-    program.capture_plans = plans
-    return program
+    return moments, plans
 
 
 def flat_outputs(outputs) -> list[torch.Tensor]:

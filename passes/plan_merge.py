@@ -1,21 +1,192 @@
-"""plan_merge: check a merge's plan against the analysed program before any heavy work.
+"""plan_merge: check a merge's plan and size its memory before any heavy work.
 
-Reads: `program.options`, `program.groups`, the traced graph. Writes nothing yet; raises
-`InputError` for a stop point the model does not have (so a typo fails in seconds, not after
-the statistics and the solve).
+Reads: `program.options`, `program.groups`, `program.spaces`, the traced graph, the models.
+Writes: `program.memory_plan` (a `MemoryPlan`: the estimate per stage, the budget, and the
+waves of groups the statistics are collected in). Raises `InputError` for a stop point the model
+does not have (a typo fails in seconds, not after the statistics and the solve) and
+`ResourceError` when even one group at a time cannot fit the budget.
+
+The estimate counts what a merge holds at its peak, above what the process already holds (the
+models, the traced program): BatchNorm copies of the models, the activation moments of every
+group ((N·units)² float64 each; a permutation keeps only the model-0-vs-i blocks), one batch's
+captured activations, the solve's similarity matrices and the merged weights. When the moments of
+all groups do not fit, they are collected in waves of groups, one pass over the data per wave.
 """
 
 from __future__ import annotations
 
-from graphmerge.program import Program
+from dataclasses import dataclass
 
-__all__ = ["plan_merge"]
+import torch
+
+from graphmerge.errors import ResourceError
+from graphmerge.memory import MemoryPlan, available_memory, format_bytes, resident_bytes
+from graphmerge.program import Program
+from graphmerge.units import group_units
+
+__all__ = ["estimate_memory", "plan_merge"]
+
+_F64 = 8
+
+
+def _state_bytes(model: torch.nn.Module) -> int:
+    seen, total = set(), 0
+    for t in model.state_dict(keep_vars=True).values():
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _moment_bytes(units: int, n_models: int, blocks: str) -> int:
+    if blocks == "all":
+        return _F64 * (n_models * units) ** 2
+    return _F64 * ((n_models - 1) * units * units + 4 * n_models * units)
+
+
+def _capture_bytes(program: Program) -> int:
+    """One batch's captured activations, all models (float32)."""
+    total = 0
+    for g in program.free_groups():
+        site = g.capture
+        node = next((n for n in program.traced.graph.nodes if site and n.name == site.node), None)
+        if node is None:
+            continue
+        value = node if site.arg < 0 else node.args[site.arg]
+        val = getattr(value, "meta", {}).get("val")
+        if isinstance(val, torch.Tensor):
+            total += val.numel() * 4
+    return total
+
+
+def _largest_activation(program: Program) -> int:
+    sizes = [
+        n.meta["val"].numel() * n.meta["val"].element_size()
+        for n in program.traced.graph.nodes
+        if isinstance(n.meta.get("val"), torch.Tensor)
+    ]
+    return max(sizes, default=0)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What a merge allocates, in bytes (see `estimate_memory`)."""
+
+    bn_copies: int
+    moments: int  # all groups' activation moments (float64)
+    largest_moments: int  # the largest group's
+    batch: int  # one batch's captured activations and forward intermediates
+    working: int  # the solve's matrices for the largest group
+    merged: int  # one model's weights
+
+
+def _parts(program: Program, n_models: int) -> _Parts:
+    opts = program.options
+    model = program.model
+    blocks = "cross" if opts.resolved_matcher == "permute" else "all"
+    sizes = [
+        _moment_bytes(_group_units(program, g.name), n_models, blocks)
+        for g in program.free_groups()
+    ]
+    uses = opts.uses_activations
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    largest = max((_group_units(program, g.name) for g in program.free_groups()), default=0)
+    return _Parts(
+        bn_copies=n_models * _state_bytes(model) if opts.reset_bn and has_bn else 0,
+        moments=sum(sizes) if uses else 0,
+        largest_moments=max(sizes, default=0) if uses else 0,
+        batch=(n_models * _capture_bytes(program) + 4 * _largest_activation(program))
+        if uses
+        else 0,
+        # S, the weight and activation correlations, the matcher's copies of S
+        working=5 * _moment_bytes(largest, n_models, "all"),
+        merged=_state_bytes(model) + 6 * _largest_tensor(model),
+    )
+
+
+def estimate_memory(
+    program: Program, n_models: int = 2, waves: int = 1, spill: bool = False
+) -> dict[str, int]:
+    """Extra bytes per merge stage above what the process holds (see the module docstring).
+
+    With `waves` > 1 the moments are collected a share at a time, so collecting holds about one
+    wave's moments; with `spill` the similarity matrices wait on disk between uses, so the
+    solve holds one group's at a time.
+    """
+    p = _parts(program, n_models)
+    held = p.moments if waves == 1 else max(p.moments // waves, p.largest_moments)
+    return {
+        "reset_bn": p.bn_copies,
+        "collect_features": p.bn_copies + held + p.batch,
+        "solve_groups": p.bn_copies + (0 if spill else p.moments) + p.working,
+        "rewrite": p.bn_copies + p.merged,
+        "build_module": p.bn_copies + p.merged,
+    }
+
+
+def _largest_tensor(model: torch.nn.Module) -> int:
+    return max((t.numel() * 4 for t in model.state_dict().values()), default=0)
+
+
+def _group_units(program: Program, name: str) -> int:
+    gs = program.spaces[name]
+    return group_units(program.store, gs.space, gs.parents)
+
+
+def _waves(program: Program, room: int, n_models: int) -> tuple[tuple[str, ...], ...]:
+    """Groups in graph order, cut into runs whose moments fit `room` bytes."""
+    blocks = "cross" if program.options.resolved_matcher == "permute" else "all"
+    waves: list[list[str]] = [[]]
+    used = 0
+    for g in program.free_groups():
+        size = _moment_bytes(_group_units(program, g.name), n_models, blocks)
+        if size > room:
+            raise ResourceError(
+                f"the activation statistics of group {g.name} alone need {format_bytes(size)}, "
+                f"more than the {format_bytes(max(room, 0))} left of the memory budget: raise "
+                "memory_budget (--max-memory), use matcher='permute' (half of it), or "
+                "method='weight_matching' (no statistics)"
+            )
+        if used + size > room and waves[-1]:
+            waves.append([])
+            used = 0
+        waves[-1].append(g.name)
+        used += size
+    return tuple(tuple(w) for w in waves if w)
 
 
 def plan_merge(program: Program) -> Program:
-    """Validate the options that depend on the model (today: `stop_at`)."""
-    if program.options.stop_at is not None:
+    """Validate `stop_at`, estimate the merge's memory and cut the statistics into waves."""
+    opts = program.options
+    if opts.stop_at is not None:
         from graphmerge.passes.partial import trunk_nodes
 
-        trunk_nodes(program, program.options.stop_at)  # raises InputError naming valid points
+        trunk_nodes(program, opts.stop_at)  # raises InputError naming valid points
+    n_models = max(len(program.models), 2)
+    budget = opts.budget_bytes or available_memory()
+    held = resident_bytes()
+    if held >= budget:
+        raise ResourceError(
+            f"the models and the traced program already take {format_bytes(held)}, more than "
+            f"the memory budget of {format_bytes(budget)}: raise memory_budget (--max-memory)"
+        )
+    stages = estimate_memory(program, n_models)
+    waves: tuple[tuple[str, ...], ...] = (tuple(g.name for g in program.free_groups()),)
+    keep = None  # no limit: every similarity matrix stays in memory
+    if held + max(stages.values(), default=0) > budget and opts.uses_activations:
+        p = _parts(program, n_models)
+        waves = _waves(program, budget - held - p.bn_copies - p.batch, n_models)
+        stages = estimate_memory(program, n_models, len(waves), spill=True)
+        keep = max(budget - held - p.bn_copies - p.working, 0)
+    plan = MemoryPlan(held, stages, budget, waves, keep)
+    if plan.estimate_bytes > budget:
+        stage = max(stages, key=stages.get)
+        raise ResourceError(
+            f"{stage} needs about {format_bytes(stages[stage])} on top of the "
+            f"{format_bytes(held)} the process holds, over the memory budget of "
+            f"{format_bytes(budget)}: raise memory_budget (--max-memory), merge fewer models, "
+            "use matcher='permute', or method='weight_matching' / 'average'"
+        )
+    program.memory_plan = plan
     return program

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 
 from graphmerge.assignment import Assignment
 from graphmerge.passes.matchers import GROUPED_MATCHERS, MATCHERS, MULTI_MATCHERS, Match
-from graphmerge.passes.matchers.similarity import correlation_from_moments
 from graphmerge.passes.weight_vectors import WeightVectors
 from graphmerge.program import Program
 from graphmerge.units import group_units
@@ -120,20 +119,13 @@ def _match_unit(
     return out
 
 
-def _activation_sims(program: Program) -> dict[str, np.ndarray]:
-    return {
-        name: correlation_from_moments(m.total, m.outer, m.count)
-        for name, m in program.features.items()
-    }
-
-
 def mudsc(program: Program) -> dict[str, Assignment]:
     """MuDSC Algorithm 1 (spec §1.4) over every solve unit, as `program.options` configure it."""
     opts = program.options
     alpha, matcher, options = opts.resolved_alpha, opts.resolved_matcher, opts.matcher_options
     n_models = len(program.states)
     units = solve_units(program)
-    act = _activation_sims(program)
+    act = program.features  # group name -> activation correlation (maybe read from disk)
     weights = WeightVectors(program, program.states)
     blocks = "cross" if matcher == "permute" else "all"  # what the matcher reads
     assign = {n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)}

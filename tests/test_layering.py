@@ -13,6 +13,8 @@ CORE, PASSES, API, CLI = 0, 1, 2, 3
 LAYERS = {
     "graphmerge.errors": CORE,
     "graphmerge.options": CORE,
+    "graphmerge.memory": CORE,
+    "graphmerge.similarities": CORE,
     "graphmerge.layout": CORE,
     "graphmerge.records": CORE,
     "graphmerge.program": CORE,
