@@ -148,15 +148,21 @@ class RuleContext:
             raise NoLayout(node.name)
         return meta.dims if self.structural else self.collapse(meta.dims)
 
+    def _given(self, ref: int | str):
+        i = self._index(ref)
+        if i is None:
+            raise UnknownArgument(f"{self.op_name()} was called without {ref!r} ({self.where()})")
+        return self.args[i]
+
     def axes(self, ref: int | str) -> tuple:
         """Layouts of the tensor argument `ref` (a position or a schema name)."""
-        return self.axes_of(self.args[self._index(ref)])
+        return self.axes_of(self._given(ref))
 
     def shape_of(self, node) -> tuple:
         return tuple(node.meta["val"].shape)
 
     def shape(self, ref: int | str) -> tuple:
-        return self.shape_of(self.args[self._index(ref)])
+        return self.shape_of(self._given(ref))
 
     def out_shapes(self) -> list[tuple]:
         return [tuple(v.shape) if is_tensor(v) else () for v in node_values(self.node)]
@@ -212,15 +218,20 @@ class RuleContext:
         self.contract_node(self.args[ia], ia, da)
         self.contract_node(self.args[ib], ib, db)
 
-    def contract_node(self, node: fx.Node, argpos: int, dim: int) -> None:
+    def contract_node(self, node: fx.Node, argpos: int | None, dim: int) -> None:
+        """Axis `dim` of `node` is summed: a parameter axis becomes a consumer ("in" role), an
+        activation axis a capture site. argpos: where `node` is in this call's arguments, or
+        None when it is not a direct argument (an einsum operand inside a list): the site is
+        then `node`'s own output (`Site.arg` -1)."""
         lays = self.axes_of(node)
         dim = dim + len(lays) if dim < 0 else dim
         prov = node.meta.get(PARAM_AXES)
         if prov is not None and prov[dim] is not None:
             self.program.param_roles.setdefault(prov[dim], set()).add("in")
             return
+        at, arg = (self.node.name, argpos) if argpos is not None else (node.name, -1)
         self.program.sites.append(
-            Site(self.node.name, argpos, dim, lays[dim], module_path(self.node), "consumer-input")
+            Site(at, arg, dim, lays[dim], module_path(self.node), "consumer-input")
         )
 
     def block_dims(self) -> list[int]:

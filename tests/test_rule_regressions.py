@@ -147,3 +147,31 @@ def test_block_detection_follows_the_table(monkeypatch):
     monkeypatch.setitem(RULES, torch.ops.aten.movedim, Rule(shapes.movedim, structural=True))
     free = _check(FusedQKV("movedim"), torch.randn(2, 5, 6))
     assert not any("block" in name for name in free)
+
+
+class EinsumHead(nn.Module):
+    """An activation as the second einsum operand (its capture site indexed past the call's
+    arguments: the merge crashed with IndexError)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(5, 8)
+        self.w = nn.Parameter(torch.randn(3, 8))
+
+    def forward(self, x):
+        return torch.einsum("of,bf->bo", self.w, torch.relu(self.fc1(x)))
+
+
+def test_einsum_operand_capture_site_is_the_operand_itself():
+    torch.manual_seed(0)
+    model = EinsumHead().eval()
+    data = [torch.randn(16, 5) for _ in range(3)]
+    group = next(g for g in gm.permutation_groups(model, data[0]) if g.name == "fc1:out")
+    assert (group.capture.node, group.capture.arg, group.capture.dim) == ("relu", -1, 1)
+    # merging a model with its own shuffled copy gives the model back
+    twin = gm.shuffle(model, data[0], seed=2, strict=True)
+    assert not torch.equal(twin.fc1.weight, model.fc1.weight)
+    merged = gm.merge([model, twin], data, method="mudsc")
+    probe = torch.randn(7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(probe), model(probe), rtol=1e-4, atol=1e-5)

@@ -80,7 +80,7 @@ def einsum(cx: RuleContext):
             if cx.store.size(lays[j]) == 1:
                 continue
             if c not in rhs:
-                cx.contract_node(node, i + 1, j)
+                cx.contract_node(node, None, j)  # inside the operand list: its own output
             if c in by_letter:
                 cx.unify(by_letter[c], lays[j], "einsum")
             else:
