@@ -1,8 +1,10 @@
 """What a rule sees: the `RuleContext` of one fx node, and node helpers shared by the passes.
 
-A rule (graphmerge/rules.py) receives a `RuleContext`: the node, its normalized arguments, the
-layouts of its tensor arguments (stacked layouts collapsed unless the rule is structural), and
-the operations it may perform on the analysis state (unify, freeze, contract, new spaces).
+A rule (graphmerge/rules/) receives a `RuleContext`: the node, its arguments normalized against
+the op's schema (`normalized_args`: keyword arguments and defaults filled in, so a rule reads
+`cx.arg("dim")` whatever form the call used), the layouts of its tensor arguments (stacked
+layouts collapsed unless the rule is structural), and the operations it may perform on the
+analysis state (unify, freeze, contract, new spaces).
 """
 
 from __future__ import annotations
@@ -10,46 +12,27 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import fx
 
 from graphmerge.layout import Alt, Blk, Layout, SpaceStore
 from graphmerge.program import AXES, PARAM_AXES, Program, Site
+from graphmerge.rules import INDEXED, rule_for
 
 __all__ = [
     "NoLayout",
     "RuleContext",
+    "UnknownArgument",
     "is_tensor",
     "module_path",
     "node_values",
+    "normalized_args",
     "op_name",
     "qualified_name",
     "source_location",
 ]
-
-_PASSTHROUGH = {
-    "permute",
-    "transpose",
-    "unsqueeze",
-    "squeeze",
-    "contiguous",
-    "clone",
-    "alias",
-    "_to_copy",
-    "to",
-    "detach",
-    "expand",
-    "t",
-    "view",
-    "reshape",
-    "_unsafe_view",
-    "dropout",
-    "lift_fresh_copy",
-    "type_as",
-    "flatten",
-    "unflatten",
-}
 
 
 def source_location(node: fx.Node) -> str:
@@ -94,6 +77,24 @@ def is_tensor(v) -> bool:
     return isinstance(v, torch.Tensor)
 
 
+def normalized_args(node: fx.Node) -> tuple[list, list[str]]:
+    """A call's arguments in schema order, keyword arguments and defaults filled in, with the
+    schema's argument names; the plain positional arguments and no names for targets without a
+    schema (`operator.getitem`)."""
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return list(node.args), []
+    names = [a.name for a in schema.arguments]
+    args = list(node.args) + [None] * max(0, len(names) - len(node.args))
+    for i, a in enumerate(schema.arguments):
+        if i >= len(node.args):
+            if a.name in node.kwargs:
+                args[i] = node.kwargs[a.name]
+            elif a.has_default_value():
+                args[i] = a.default_value
+    return args, names
+
+
 @dataclass
 class RuleContext:
     """What a rule sees: its node, normalized arguments, and the analysis state."""
@@ -109,17 +110,36 @@ class RuleContext:
         return self.program.store
 
     # arguments ------------------------------------------------------------------------------
-    def kwarg_or_arg(self, name: str, pos: int):
-        if name in self.names:
-            return self.args[self.names.index(name)]
-        return self.args[pos] if pos < len(self.args) else None
+    # An argument is named by its schema name (or its position: the leading operands, and
+    # targets without a schema). A name that no op sharing this rule has is a bug in the rule.
+    @cached_property
+    def _known(self) -> frozenset[str] | None:
+        rule = rule_for(self.node.target)
+        return rule.arguments if rule is not None else None
 
-    def arg_or(self, pos: int, default):
-        v = self.args[pos] if pos < len(self.args) else None
-        return default if v is None else v
+    def _index(self, ref: int | str) -> int | None:
+        """The position of argument `ref` in `args`; None for a name this overload lacks."""
+        if isinstance(ref, int):
+            return ref if ref < len(self.args) else None
+        if ref in self.names:
+            return self.names.index(ref)
+        if self._known is not None and ref not in self._known:
+            raise UnknownArgument(
+                f"{ref!r} is not an argument of {self.op_name()} ({self.where()})"
+            )
+        return None
 
-    def is_tensor(self, i: int) -> bool:
-        a = self.args[i] if i < len(self.args) else None
+    def arg(self, *names: str, default=None):
+        """The value of the first of `names` this overload has; `default` if none or None."""
+        for name in names:
+            i = self._index(name)
+            if i is not None and self.args[i] is not None:
+                return self.args[i]
+        return default
+
+    def is_tensor(self, ref: int | str) -> bool:
+        i = self._index(ref)
+        a = self.args[i] if i is not None else None
         return isinstance(a, fx.Node) and is_tensor(a.meta.get("val"))
 
     def axes_of(self, node) -> tuple:
@@ -128,14 +148,21 @@ class RuleContext:
             raise NoLayout(node.name)
         return meta.dims if self.structural else self.collapse(meta.dims)
 
-    def axes(self, i: int) -> tuple:
-        return self.axes_of(self.args[i])
+    def _given(self, ref: int | str):
+        i = self._index(ref)
+        if i is None:
+            raise UnknownArgument(f"{self.op_name()} was called without {ref!r} ({self.where()})")
+        return self.args[i]
+
+    def axes(self, ref: int | str) -> tuple:
+        """Layouts of the tensor argument `ref` (a position or a schema name)."""
+        return self.axes_of(self._given(ref))
 
     def shape_of(self, node) -> tuple:
         return tuple(node.meta["val"].shape)
 
-    def shape(self, i: int) -> tuple:
-        return self.shape_of(self.args[i])
+    def shape(self, ref: int | str) -> tuple:
+        return self.shape_of(self._given(ref))
 
     def out_shapes(self) -> list[tuple]:
         return [tuple(v.shape) if is_tensor(v) else () for v in node_values(self.node)]
@@ -191,15 +218,20 @@ class RuleContext:
         self.contract_node(self.args[ia], ia, da)
         self.contract_node(self.args[ib], ib, db)
 
-    def contract_node(self, node: fx.Node, argpos: int, dim: int) -> None:
+    def contract_node(self, node: fx.Node, argpos: int | None, dim: int) -> None:
+        """Axis `dim` of `node` is summed: a parameter axis becomes a consumer ("in" role), an
+        activation axis a capture site. argpos: where `node` is in this call's arguments, or
+        None when it is not a direct argument (an einsum operand inside a list): the site is
+        then `node`'s own output (`Site.arg` -1)."""
         lays = self.axes_of(node)
         dim = dim + len(lays) if dim < 0 else dim
         prov = node.meta.get(PARAM_AXES)
         if prov is not None and prov[dim] is not None:
             self.program.param_roles.setdefault(prov[dim], set()).add("in")
             return
+        at, arg = (self.node.name, argpos) if argpos is not None else (node.name, -1)
         self.program.sites.append(
-            Site(self.node.name, argpos, dim, lays[dim], module_path(self.node), "consumer-input")
+            Site(at, arg, dim, lays[dim], module_path(self.node), "consumer-input")
         )
 
     def block_dims(self) -> list[int]:
@@ -215,47 +247,20 @@ class NoLayout(Exception):
     """An argument has no layout (its producer was not annotated)."""
 
 
+class UnknownArgument(KeyError):
+    """A rule read an argument name that none of the ops sharing it has: a bug in the rule."""
+
+
 def _follow(user: fx.Node, node: fx.Node, d: int):
-    """Where axis d of `node` lands in `user`'s output, 'ok' if indexed there, None if lost."""
-    name = op_name(user.target)
-    args = user.args
-    if name in ("select", "unbind"):
-        dim = args[1] if len(args) > 1 else user.kwargs.get("dim", 0)
-        rank = len(node.meta["val"].shape)
-        return "ok" if (dim + rank if dim < 0 else dim) == d else None
-    if name not in _PASSTHROUGH:
+    """Where axis d of `node` lands in `user`'s output (the op table's flow for the user's op),
+    INDEXED if a constant index removes it there, None if it is not followed."""
+    rule = rule_for(user.target) if user.op == "call_function" else None
+    if rule is None or rule.flow is None or not user.args or user.args[0] is not node:
         return None
-    in_shape = tuple(node.meta["val"].shape)
-    out_shape = tuple(user.meta["val"].shape) if is_tensor(user.meta.get("val")) else None
-    if out_shape is None:
-        return None
-    if name == "permute":
-        perm = [p + len(in_shape) if p < 0 else p for p in args[1]]
-        return perm.index(d)
-    if name == "transpose":
-        a, b = (x + len(in_shape) if x < 0 else x for x in args[1:3])
-        return b if d == a else a if d == b else d
-    if name in (
-        "unsqueeze",
-        "squeeze",
-        "view",
-        "reshape",
-        "_unsafe_view",
-        "flatten",
-        "unflatten",
-        "expand",
-    ):
-        # the axis survives if the sizes before it keep their product and it keeps its size
-        before = 1
-        for s in in_shape[:d]:
-            before *= s
-        acc = 1
-        for i, s in enumerate(out_shape):
-            if acc == before and s == in_shape[d]:
-                return i
-            acc *= s
-        return None
-    return d
+    args, names = normalized_args(user)
+    val = user.meta.get("val")
+    out_shape = tuple(val.shape) if is_tensor(val) else None
+    return rule.flow(dict(zip(names, args)), tuple(node.meta["val"].shape), out_shape, d)
 
 
 def _only_indexed(node: fx.Node, d: int, depth: int = 0) -> bool:
@@ -263,7 +268,7 @@ def _only_indexed(node: fx.Node, d: int, depth: int = 0) -> bool:
         return False
     for user in node.users:
         nxt = _follow(user, node, d)
-        if nxt == "ok":
+        if nxt == INDEXED:
             continue
         if nxt is None or not _only_indexed(user, nxt, depth + 1):
             return False

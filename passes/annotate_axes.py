@@ -6,7 +6,7 @@ axis of a tensor is, for tensors that are parameters moved around by views),
 `program.store`, `program.param_axes`, `program.param_roles`, `program.sites`, `program.unruled`.
 
 Parameters and persistent buffers get fresh free spaces; model inputs, outputs and constants get
-frozen ones; each op's rule (graphmerge/rules.py) relates its inputs' layouts to its outputs'.
+frozen ones; each op's rule (graphmerge/rules/) relates its inputs' layouts to its outputs'.
 An op without a rule freezes every space it touches and is reported with its source line.
 """
 
@@ -23,6 +23,7 @@ from graphmerge.rule_context import (
     RuleContext,
     is_tensor,
     node_values,
+    normalized_args,
     op_name,
     qualified_name,
     source_location,
@@ -30,21 +31,6 @@ from graphmerge.rule_context import (
 from graphmerge.rules import rule_for
 
 __all__ = ["annotate_axes"]
-
-
-def _normalized_args(node: fx.Node) -> tuple[list, list[str]]:
-    schema = getattr(node.target, "_schema", None)
-    if schema is None:
-        return list(node.args), []
-    names = [a.name for a in schema.arguments]
-    args = list(node.args) + [None] * max(0, len(names) - len(node.args))
-    for i, a in enumerate(schema.arguments):
-        if i >= len(node.args):
-            if a.name in node.kwargs:
-                args[i] = node.kwargs[a.name]
-            elif a.has_default_value():
-                args[i] = a.default_value
-    return args, names
 
 
 def _fresh(store: SpaceStore, shape, hint: str, frozen: str | None) -> tuple:
@@ -230,7 +216,7 @@ def _annotate_call(program: Program, node: fx.Node) -> None:
         program.unruled[(qual, where)] += 1
         _freeze_unknown(program, node, f"no rule for {qual} at {where}")
         return
-    args, names = _normalized_args(node)
+    args, names = normalized_args(node)
     cx = RuleContext(program, node, args, names, rule.structural)
     try:
         result = rule.fn(cx)

@@ -13,13 +13,14 @@ Families, mixed at random:
     BatchNorm2d (eval, random running stats), GroupNorm, residual add, channel concat,
     squeeze-excite gates, max/avg pooling, channel GLU, layer scale, ConvNeXt-style channels-last
     LayerNorm and pointwise Linear; then global mean pool or flatten;
-  * token nets (B, T, D): linear, attention (manual or SDPA; separate, fused or split qkv;
-    grouped-query with repeat_interleave or expand+reshape; value head dim != key head dim;
-    cross-attention over another token node), LayerNorm, RMSNorm, layer scale, residuals; then
-    mean / sum over tokens or first token.
-Vector and token nets also draw feature-axis softmax / log-softmax (equivariant), cumsum / flip
-(not equivariant: must be frozen), slices, per-feature buffers, a Linear applied twice, and a Linear
-used with its transposed weight.
+  * token nets (B, T, D): linear, attention (manual or SDPA; separate, fused (through permute or
+    movedim) or split qkv; grouped-query with repeat_interleave or expand+reshape; value head
+    dim != key head dim; cross-attention over another token node), LayerNorm, RMSNorm, layer
+    scale, residuals; then mean / sum over tokens or first token.
+Vector and token nets also draw feature-axis softmax / log-softmax and other reductions along the
+features or the batch (equivariant), cumsum / flip (not equivariant: must be frozen), view round
+trips (movedim, transpose, flatten / unflatten, ...), slices, per-feature buffers, a clamp to a
+learned per-feature bound, a Linear applied twice, and a Linear used with its transposed weight.
 Conv and token trunks may be followed by a short vector tail. Every net ends with a Linear head to
 `N_OUT` outputs so that all hidden units are internal (model inputs and outputs are frozen spaces).
 """
@@ -45,13 +46,25 @@ ACTS = {
     "tanh": "torch.tanh({})",
     "sigmoid": "torch.sigmoid({})",
 }
-# Feature-axis functions for vector/token nets. The first two commute with any permutation of the
-# features; cumsum and flip do not, so the analysis has to freeze (or exactly constrain) them.
+# Feature-axis functions for vector/token nets (any rank >= 2, features last). Most commute with
+# any permutation of the features; cumsum and flip do not, so the analysis has to freeze (or
+# exactly constrain) them. The reductions and the view round trips use keyword, negative and
+# positional argument forms on purpose (the rules read arguments by schema name).
 FEATURE_FNS = {
     "softmax": "{}.softmax(dim=-1)",
     "log_softmax": "{0} - {0}.logsumexp(-1, keepdim=True)",
     "cumsum": "{}.cumsum(-1)",
     "flip": "{}.flip(-1)",
+    "amax_center": "{0} - {0}.amax(dim=-1, keepdim=True)",
+    "std_scale": "{0} / (1 + {0}.std(-1, keepdim=True))",
+    "norm_scale": "{0} / (1 + torch.linalg.vector_norm({0}, dim=-1, keepdim=True))",
+    "kth_center": "{0} - {0}.kthvalue(1, dim=0, keepdim=True).values",
+    "clamp_row": "torch.clamp({0}, min={0}[:1])",
+    "movedim": "{0}.movedim(-1, 0).movedim(0, -1)",
+    "swapaxes": "{0}.transpose(0, -1).swapaxes(-1, 0)",
+    "mT": "{0}.mT.mT",
+    "unsqueeze": "{0}.unsqueeze(-2).squeeze(-2)",
+    "flatten": "{0}.flatten(0, -2).unflatten(0, {0}.shape[:-1])",
 }
 GLU_ACTS = {
     "sigmoid": "torch.sigmoid({})",
@@ -84,6 +97,9 @@ def _emit(spec: dict) -> tuple[list[str], list[str]]:
             fwd.append(f"{h} = " + FEATURE_FNS[rec["fn"]].format(a))
         elif op == "slice":
             fwd.append(f"{h} = {a}[..., {rec['start']}:{rec['stop']}]")
+        elif op == "clamp":  # a learned per-feature lower bound (a tensor argument of clamp)
+            init.append(f"self.lo{i} = nn.Parameter(torch.zeros({rec['c']}))")
+            fwd.append(f"{h} = torch.clamp({a}, min=self.lo{i})")
         elif op == "buffer":  # a persistent per-feature buffer (must be permuted like a parameter)
             init.append(f"self.register_buffer('buf{i}', torch.ones({rec['c']}))")
             fwd.append(f"{h} = {a} * self.buf{i}")
@@ -226,6 +242,12 @@ def _emit_attn(rec: dict, a: str, kv_src: str, h: str) -> tuple[list[str], list[
     elif rec["qkv"] == "fused":  # timm style, needs kv == heads
         init.append(f"self.qkv{i} = nn.Linear({d}, {3 * inner}, bias={bias})")
         fwd.append(f"qkv = self.qkv{i}({a}).reshape(B, T, 3, {nh}, {dh}).permute(2, 0, 3, 1, 4)")
+        fwd.append("q, k, v = qkv.unbind(0)")
+    elif rec["qkv"] == "fused_movedim":  # the same blocks reached through movedim / transpose
+        init.append(f"self.qkv{i} = nn.Linear({d}, {3 * inner}, bias={bias})")
+        fwd.append(
+            f"qkv = self.qkv{i}({a}).reshape(B, T, 3, {nh}, {dh}).movedim(2, 0).transpose(2, 3)"
+        )
         fwd.append("q, k, v = qkv.unbind(0)")
     else:  # "split": one projection, split into q | k | v of different widths
         init.append(f"self.qkv{i} = nn.Linear({d}, {inner + 2 * kv_inner}, bias={bias})")
@@ -406,7 +428,7 @@ def _feature_op(draw, nodes: list[dict], kind: str, ops: list[str]) -> dict:
         stop = draw(st.integers(start + 1, ca))
         rec.update(start=start, stop=stop)
         c = stop - start
-    elif op in ("buffer", "reuse"):
+    elif op in ("buffer", "reuse", "clamp"):
         rec["c"] = ca
         c = ca
     elif op == "tied":
@@ -444,8 +466,8 @@ def _feature_op(draw, nodes: list[dict], kind: str, ops: list[str]) -> dict:
     elif op == "attn":
         heads = draw(st.integers(1, 4))
         dh = draw(st.integers(1, 6))
-        qkv = draw(st.sampled_from(["separate", "fused", "split"]))
-        kv = heads if qkv == "fused" else draw(st.sampled_from(_divisors(heads)[::-1]))
+        qkv = draw(st.sampled_from(["separate", "fused", "split", "fused_movedim"]))
+        kv = heads if qkv.startswith("fused") else draw(st.sampled_from(_divisors(heads)[::-1]))
         rec.update(
             c=ca,
             heads=heads,
@@ -552,9 +574,10 @@ VEC_OPS = [
     "buffer",
     "reuse",
     "tied",
+    "clamp",
 ]
 TOK_OPS = ["linear", "act", "layernorm", "rmsnorm", "add", "attn", "attn", "glu", "cat", "gate"]
-TOK_OPS += ["scale", "featfn", "slice", "buffer", "reuse", "tied"]
+TOK_OPS += ["scale", "featfn", "slice", "buffer", "reuse", "tied", "clamp"]
 
 
 @st.composite

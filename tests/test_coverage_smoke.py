@@ -23,8 +23,6 @@ pytest.importorskip("transformers")
 
 from benchmarks import coverage
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 # Share of parameter tensors a shuffle changes, measured with torch 2.13 / transformers 5.23
 # (bert-cls 0.98, gpt2-cls 1.00, llama-cls 1.00, vit-cls 0.98, resnet-cls 0.96), minus a margin.
 # Not 1.0 where a tensor only has frozen axes: token/position embeddings' rows and the

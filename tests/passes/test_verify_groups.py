@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import graphmerge as gm
-from graphmerge.rules import RULES, Rule, _unary
+from graphmerge.rules import RULES, Rule
+from graphmerge.rules.elementwise import unary
 
 
 class CumsumNet(nn.Module):
@@ -29,7 +30,7 @@ def _free(groups):
 @pytest.fixture
 def wrong_cumsum_rule(monkeypatch):
     """Test-only bug: declare cumsum elementwise."""
-    monkeypatch.setitem(RULES, torch.ops.aten.cumsum, Rule(_unary))
+    monkeypatch.setitem(RULES, torch.ops.aten.cumsum, Rule(unary))
 
 
 def test_correct_table_freezes_cumsum_and_reports_it():

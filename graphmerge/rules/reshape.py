@@ -1,0 +1,113 @@
+"""Reshape rules: view, reshape, flatten, unflatten and their copies.
+
+A reshape maps runs of input axes to runs of output axes with the same product; a run that is
+regrouped becomes a product of factors (`Prod`) that the space store refines, so that
+`(B, C) -> (B, H, D)` splits the channel space into heads and head dims. A reshape that carves a
+leading factor which is only ever indexed downstream (fused qkv: `reshape(B, T, 3, H, D)` then
+`unbind`) gives each block its own spaces instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from graphmerge.layout import UNIT, Alt, Blk, Layout, Prod
+
+if TYPE_CHECKING:
+    from graphmerge.rule_context import RuleContext
+
+__all__ = ["reshape", "reshape_layouts"]
+
+
+def reshape_layouts(cx: RuleContext, x: tuple, in_shape, out_shape) -> tuple:
+    """Map input layouts to output layouts through a reshape, refining spaces as needed."""
+    store = cx.store
+    in_dims = [i for i, s in enumerate(in_shape) if s != 1]
+    out_dims = [i for i, s in enumerate(out_shape) if s != 1]
+    out: list[Layout] = [UNIT] * len(out_shape)
+    i = j = 0
+    while i < len(in_dims) or j < len(out_dims):
+        run_in, run_out = [in_dims[i]], [out_dims[j]]
+        pa, pb = in_shape[in_dims[i]], out_shape[out_dims[j]]
+        i += 1
+        j += 1
+        while pa != pb:
+            if pa < pb:
+                run_in.append(in_dims[i])
+                pa *= in_shape[in_dims[i]]
+                i += 1
+            else:
+                run_out.append(out_dims[j])
+                pb *= out_shape[out_dims[j]]
+                j += 1
+        if len(run_in) == 1 and len(run_out) == 1:
+            out[run_out[0]] = x[run_in[0]]
+            continue
+        facs = [f for d in run_in for f in store.factors(x[d])]
+        sizes = [out_shape[d] for d in run_out]
+        merged = Prod(tuple(facs))
+        pieces = (
+            store.split(merged, sizes, f"reshape ({cx.where()})") if len(run_out) > 1 else [merged]
+        )
+        for d, p in zip(run_out, pieces):
+            out[d] = p
+    return tuple(out)
+
+
+def _block_split(cx: RuleContext, x: tuple, in_shape, out_shape):
+    """A reshape whose new leading factor is only ever indexed (`unbind`, `select`): fused qkv.
+
+    Returns layouts with a `Blk` axis and `Alt` siblings, so q, k and v get independent spaces,
+    or None when the pattern does not apply.
+    """
+    for d_out in cx.block_dims():
+        k = out_shape[d_out]
+        # the input axis that this output axis is carved from, with the axes after it
+        prefix = math.prod(out_shape[:d_out])
+        acc, d_in = 1, None
+        for i, s in enumerate(in_shape):
+            if acc == prefix and s % k == 0 and s > k:
+                d_in = i
+                break
+            acc *= s
+        if d_in is None:
+            continue
+        rest_sizes, acc2, j = [], k, d_out + 1
+        while acc2 < in_shape[d_in] and j < len(out_shape):
+            rest_sizes.append(out_shape[j])
+            acc2 *= out_shape[j]
+            j += 1
+        if (
+            acc2 != in_shape[d_in]
+            or list(out_shape[:d_out]) != list(in_shape[:d_in])
+            or list(out_shape[j:]) != list(in_shape[d_in + 1 :])
+        ):
+            continue
+        blocks = cx.store.cut_many(
+            x[d_in],
+            [in_shape[d_in] // k * b for b in range(k + 1)],
+            f"stacked blocks ({cx.where()})",
+        )
+        per_block = [
+            reshape_layouts(cx, (b,), (in_shape[d_in] // k,), tuple(rest_sizes)) for b in blocks
+        ]
+        key = cx.store.new_key()
+        alts = tuple(Alt(key, tuple(pb[t] for pb in per_block)) for t in range(len(rest_sizes)))
+        return tuple(x[:d_in]) + (Blk(key, k),) + alts + tuple(x[d_in + 1 :])
+    return None
+
+
+def reshape(cx: RuleContext):
+    """view / reshape / flatten / unflatten / ...: layouts map through the sizes; a new leading
+    factor that is only ever indexed downstream becomes a block axis (`_block_split`)."""
+    x = cx.axes(0)
+    in_shape, out_shape = tuple(cx.shape(0)), tuple(cx.out_shape())
+    if any(isinstance(lay, (Blk, Alt)) for lay in x):
+        if in_shape == out_shape:
+            return x
+        x = cx.collapse(x)
+    blocked = _block_split(cx, x, in_shape, out_shape)
+    if blocked is not None:
+        return blocked
+    return reshape_layouts(cx, x, in_shape, out_shape)
