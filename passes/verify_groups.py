@@ -4,8 +4,8 @@ Reads: `program.groups`, `program.spaces`, `program.axis_layouts`, the model and
 Writes: `program.groups` (each free group gets `verified=True`, or is frozen with the reason
 `failed self-check: ...`), `program.timings["verify_forwards"]`.
 
-One forward with every free group permuted at once (in float64 where the model allows, so that
-the tolerance can be tight); on failure, bisection finds the groups responsible and freezes
+One forward with every free group permuted at once (in float64 where the model allows and has at
+most 50M parameters, so that the tolerance can be tight); on failure, bisection finds the groups responsible and freezes
 exactly those, with a warning naming them, their members and the ops on their spaces.
 `strict=True` raises `VerifyError` instead.
 """
@@ -28,6 +28,9 @@ from graphmerge.trace import eval_mode, normalize_inputs
 __all__ = ["output_error", "verify_groups"]
 
 _SEED = 20240301
+# Models with more parameters are checked in float32 (tolerance 1e-4): a float64 copy of their
+# weights would cost more memory than the rest of the merge.
+FLOAT64_CHECK_MAX_PARAMS = 50_000_000
 
 
 def _cast(value, dtype):
@@ -44,11 +47,15 @@ class _Checker:
         self.model = program.model
         self.args, self.kwargs = normalize_inputs(program.example_inputs)
         self.state = {k: v.detach() for k, v in self.model.state_dict().items()}
-        self.dtype = torch.float64
+        params = sum(v.numel() for v in self.state.values() if v.is_floating_point())
+        # float64 for a tight tolerance, unless a float64 copy of the weights is too large
+        self.dtype = torch.float64 if params <= FLOAT64_CHECK_MAX_PARAMS else torch.float32
         self.forwards = 0
         try:
             self.reference = self._run(self.state)
-        except Exception:  # noqa: BLE001 (a model that cannot run in float64: float32)
+        except Exception:
+            if self.dtype == torch.float32:
+                raise
             self.dtype = torch.float32
             self.reference = self._run(self.state)
         for i, out in enumerate(self.reference):
