@@ -21,13 +21,14 @@ from torch import nn
 
 from graphmerge.errors import GraphMergeError, InputError
 from graphmerge.loading import (
+    check_outputs,
     load_factory,
     load_state_dict,
     load_weights,
     parse_input_shape,
-    save_atomic,
+    staged_outputs,
 )
-from graphmerge.render import groups_json, groups_table, write_graph_picture
+from graphmerge.render import graph_picture_path, groups_json, groups_table, write_graph_picture
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_inputs", "build_model", "build_parser", "main"]
 
@@ -50,7 +51,7 @@ def build_model(spec: str, weights: str | None) -> nn.Module:
     `spec` may also be a Hugging Face `save_pretrained` folder (with config.json).
     """
     if Path(spec).is_dir():
-        from graphmerge.loading import load_pretrained
+        from graphmerge.pretrained import load_pretrained
 
         model = load_pretrained(spec)
         if weights is not None:
@@ -96,14 +97,9 @@ def build_inputs(shape_spec: str | None, inputs_spec: str | None) -> Any:
     )
 
 
-def _input_files(args: argparse.Namespace) -> list[Path]:
-    """Files the command reads (factory files, weights), which no output may overwrite."""
-    files = [Path(args.weights)] if args.weights else []
-    for spec in (args.model, args.inputs):
-        target = (spec or "").rpartition(":")[0]
-        if target.endswith(".py"):
-            files.append(Path(target))
-    return files
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """What `inspect`/`export` read (model factory or folder, weights, inputs factory)."""
+    return [s for s in (args.model, args.weights, args.inputs) if s]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,14 +141,16 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
 def _run_inspect(args: argparse.Namespace) -> int:
     from graphmerge.api import analyze  # the core; imported late so the CLI loads without it
 
+    stem = None if args.no_graph else args.graph or f"{_model_name(args.model)}_groups"
+    if stem is not None:  # refuse a picture over an input before any work
+        check_outputs({"--graph": graph_picture_path(stem)}, _inputs(args))
     model = build_model(args.model, args.weights)
     example = build_inputs(args.input_shape, args.inputs)
     analysis = analyze(model, example, verify=not args.no_verify, strict=args.strict)
 
     picture = None
-    if not args.no_graph:
-        stem = args.graph or f"{args.model.rpartition(':')[2].split('.')[-1]}_groups"
-        picture = write_graph_picture(analysis.groups, stem, protect=_input_files(args))
+    if stem is not None:
+        picture = write_graph_picture(analysis.groups, stem, protect=_inputs(args))
 
     if args.json:
         print(groups_json(analysis))
@@ -176,6 +174,13 @@ def _run_inspect(args: argparse.Namespace) -> int:
     if picture is not None:
         print(f"graph: {picture}")
     return 0
+
+
+def _model_name(spec: str) -> str:
+    """A short name for default file names: the factory's name, or the folder's."""
+    if Path(spec).is_dir():
+        return Path(spec).resolve().name
+    return spec.rpartition(":")[2].split(".")[-1]
 
 
 def _header(analysis: Any) -> str:
@@ -256,6 +261,19 @@ def _save_state(state: dict, path: Path) -> None:
         torch.save(state, str(path))
 
 
+def _merge_outputs(args: argparse.Namespace, config: Any) -> dict[str, Path]:
+    """`--out` (and `--onnx`) checked before any work: never an input, then suffixes and data."""
+    outputs = {"--out": args.out, **({"--onnx": args.onnx} if args.onnx else {})}
+    targets = check_outputs(outputs, config.input_files())
+    if Path(args.out).suffix not in (".safetensors", ".pt", ".pth"):
+        raise InputError(f"--out {args.out!r}: use a .safetensors (or .pt) file name")
+    if args.onnx and Path(args.onnx).suffix != ".onnx":
+        raise InputError(f"--onnx {args.onnx!r}: the file name must end in .onnx")
+    if args.onnx and config.data is None:
+        raise InputError("--onnx needs example inputs: give the config a data section")
+    return targets
+
+
 def _run_merge(args: argparse.Namespace) -> int:
     import time
 
@@ -263,12 +281,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     from graphmerge.merge import merge
 
     config = load_config(args.config)
-    out = Path(args.out)
-    if out.suffix not in (".safetensors", ".pt", ".pth"):
-        raise InputError(f"--out {args.out!r}: use a .safetensors (or .pt) file name")
-    protect = config.input_files()
-    if any(out.resolve() == p.resolve() for p in protect):
-        raise InputError(f"refusing to write {args.out!r}: it is one of the input files")
+    targets = _merge_outputs(args, config)
     models = [build_model(m.factory, m.weights) for m in config.models]
     data = _calibration(config.data) if config.data else None
     start = time.perf_counter()
@@ -283,15 +296,12 @@ def _run_merge(args: argparse.Namespace) -> int:
         **config.parameters,
     )
     seconds = time.perf_counter() - start
-    path = save_atomic(lambda tmp: _save_state(merged.state_dict(), tmp), out, protect)
-    if args.onnx:
-        from graphmerge.export import export_onnx
+    with staged_outputs(targets) as staged:  # both files appear only if both were written
+        _save_state(merged.state_dict(), staged["--out"])
+        if "--onnx" in staged:
+            from graphmerge.export import export_onnx
 
-        if Path(args.onnx).resolve() in {p.resolve() for p in protect}:
-            raise InputError(f"refusing to write {args.onnx!r}: it is one of the input files")
-        if data is None:
-            raise InputError("--onnx needs example inputs: give the config a data section")
-        print(f"wrote {export_onnx(merged, next(iter(data)), args.onnx)}")
+            export_onnx(merged, next(iter(data)), staged["--onnx"])
     solved = len(getattr(program, "assignments", {}) or {})
     free = len(program.free_groups())
     print(
@@ -301,7 +311,9 @@ def _run_merge(args: argparse.Namespace) -> int:
     )
     stages = ("trace", "verify_groups", "collect_features", "solve_groups", "rewrite")
     print("  " + ", ".join(f"{k} {program.timings.get(k, 0.0):.2f} s" for k in stages))
-    print(f"wrote {path}")
+    for label, path in targets.items():
+        checked = " (checked with onnxruntime)" if label == "--onnx" else ""
+        print(f"wrote {path}{checked}")
     return 0
 
 
@@ -340,12 +352,12 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from graphmerge.export import export_onnx
 
-    protect = _input_files(args)
-    if any(Path(args.out).resolve() == p.resolve() for p in protect):
-        raise InputError(f"refusing to write {args.out!r}: it is one of the input files")
+    target = check_outputs({"--out": args.out}, _inputs(args))["--out"]
+    if Path(args.out).suffix != ".onnx":
+        raise InputError(f"--out {args.out!r}: the file name must end in .onnx")
     model = build_model(args.model, args.weights)
     inputs = build_inputs(args.input_shape, args.inputs)
-    path = export_onnx(model, inputs, args.out, dynamic_batch=not args.static)
+    path = export_onnx(model, inputs, target, dynamic_batch=not args.static)
     print(f"wrote {path} (checked with onnxruntime{'' if args.static else ' at two batch sizes'})")
     return 0
 

@@ -30,6 +30,7 @@ __all__ = [
     "graph_dot",
     "graph_html",
     "graph_layers",
+    "graph_picture_path",
     "group_graph",
     "group_state",
     "groups_json",
@@ -264,24 +265,30 @@ def graph_dot(graph: nx.DiGraph) -> str:
     return "\n".join(out) + "\n"
 
 
+def graph_picture_path(path_stem: str | Path) -> Path:
+    """The file `write_graph_picture(groups, path_stem)` writes: `<stem>.svg` when Graphviz's
+    `dot` is on PATH, else `<stem>.html`."""
+    stem = Path(path_stem)
+    return stem.with_name(stem.name + (".svg" if shutil.which("dot") else ".html"))
+
+
 def write_graph_picture(
     groups: Sequence[PermutationGroup],
     path_stem: str | Path,
     protect: Iterable[str | Path] = (),
 ) -> Path:
-    """Draw modules and groups; returns the file written.
+    """Draw modules and groups; returns the file written (`graph_picture_path(path_stem)`).
 
-    With Graphviz's `dot` on PATH: writes `<stem>.dot` and renders `<stem>.svg`. Without it:
-    writes `<stem>.html`, a self-contained page with an inline SVG laid out in topological
-    columns (no external scripts or styles). Files are written atomically and never over one of
-    `protect` (the command's inputs).
+    With Graphviz's `dot` on PATH: renders `<stem>.svg` (the DOT text goes to `dot` on stdin; no
+    `.dot` file is left). Without it: writes `<stem>.html`, a self-contained page with an inline
+    SVG laid out in topological columns (no external scripts or styles). The file is written
+    atomically and never over or inside one of `protect` (the command's inputs).
     """
-    stem, protect = Path(path_stem), list(protect)
     graph = group_graph(groups)
+    path = graph_picture_path(path_stem)
     dot = shutil.which("dot")
-    if dot:
+    if path.suffix == ".svg" and dot:
         text = graph_dot(graph)
-        save_atomic(lambda tmp: tmp.write_text(text), stem.with_name(stem.name + ".dot"), protect)
         return save_atomic(
             lambda tmp: subprocess.run(
                 [dot, "-Tsvg", "-o", str(tmp)],
@@ -290,13 +297,11 @@ def write_graph_picture(
                 check=True,
                 capture_output=True,
             ),
-            stem.with_name(stem.name + ".svg"),
+            path,
             protect,
         )
-    page = graph_html(graph, title=f"graphmerge groups: {stem.name}")
-    return save_atomic(
-        lambda tmp: tmp.write_text(page), stem.with_name(stem.name + ".html"), protect
-    )
+    page = graph_html(graph, title=f"graphmerge groups: {Path(path_stem).name}")
+    return save_atomic(lambda tmp: tmp.write_text(page), path.with_suffix(".html"), protect)
 
 
 # ---------------------------------------------------------------------------------------------

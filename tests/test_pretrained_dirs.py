@@ -6,7 +6,8 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import graphmerge as gm
 from graphmerge.cli import main
-from graphmerge.loading import load_pretrained, load_state_dict
+from graphmerge.loading import load_state_dict
+from graphmerge.pretrained import load_pretrained
 
 
 def _tiny_bert(seed: int):
