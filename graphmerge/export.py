@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from graphmerge.errors import GraphMergeError, InputError
-from graphmerge.trace import Inputs, eval_mode, normalize_inputs
+from graphmerge.trace import Inputs, eval_mode, normalize_inputs, without_kv_cache
 
 __all__ = ["ExportError", "export_onnx"]
 
@@ -148,7 +148,7 @@ def export_onnx(
     tmp = Path(tmp_name)
     name = type(model).__name__
     try:
-        with eval_mode(model), warnings.catch_warnings():
+        with eval_mode(model), without_kv_cache(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 program = _export(model, args, kwargs, dynamic_batch)
