@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -404,10 +405,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return SUBCOMMANDS[args.command].run(args)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("default", module=r"graphmerge(\.|$)")  # always shown
+            warnings.showwarning = _show_warning
+            return SUBCOMMANDS[args.command].run(args)
     except GraphMergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+_OWN = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "passes")
+_show_default = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """graphmerge's own warnings as one `warning: <message>` line; others as Python shows them."""
+    if any(Path(filename).resolve().is_relative_to(own) for own in _OWN):
+        print(f"warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _show_default(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pickle
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -241,13 +242,18 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: str
 
     Keys and shapes are compared with `model.state_dict()` before anything is copied; a key the
     checkpoint lacks is accepted when the model ties it to a key the checkpoint has (shared
-    weights saved once). Raises `CheckpointError` naming `source` and listing the first few
-    missing keys, unexpected keys and shape mismatches (`name: checkpoint (a, b) vs model (c, d)`).
+    weights saved once). Keys the model computes itself are skipped with a warning, as
+    transformers skips them: non-persistent buffers that older checkpoints still carry
+    (`embeddings.position_ids`, `rotary_emb.inv_freq`) and the model's own
+    `_keys_to_ignore_on_load_unexpected` (GPT-2's `attn.bias` masks). Raises `CheckpointError`
+    naming `source` and listing the first few missing keys, unexpected keys and shape
+    mismatches (`name: checkpoint (a, b) vs model (c, d)`).
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     missing = _drop_tied(missing, expected, state_dict)
-    unexpected = [k for k in state_dict if k not in expected]
+    skipped = _computed_keys([k for k in state_dict if k not in expected], model)
+    unexpected = [k for k in state_dict if k not in expected and k not in skipped]
     mismatched = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
@@ -263,7 +269,28 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: str
             if items:
                 lines.append(f"  {label} ({len(items)}): {_first(items)}")
         raise CheckpointError("\n".join(lines))
-    model.load_state_dict(dict(state_dict), strict=False)
+    if skipped:
+        warnings.warn(
+            f"weights in {source!r}: skipped {len(skipped)} "
+            f"{'entry' if len(skipped) == 1 else 'entries'} that {type(model).__name__} computes "
+            f"itself (buffers older checkpoints still carry; transformers skips them too): "
+            f"{_first(skipped)}",
+            stacklevel=2,
+        )
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in skipped}, strict=False)
+
+
+def _computed_keys(unexpected: list[str], model: nn.Module) -> list[str]:
+    """The unexpected keys naming what the model computes itself rather than loads."""
+    if not unexpected:
+        return []
+    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    patterns = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
+    for name in ("position_ids", "rotary_emb.inv_freq"):  # buffers transformers moved or renamed
+        if any(b.endswith(name) for b in buffers):
+            patterns.add(rf"(^|\.){re.escape(name)}$")
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+    return [k for k in unexpected if k in buffers or (regex is not None and regex.search(k))]
 
 
 def _drop_tied(

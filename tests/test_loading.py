@@ -253,6 +253,28 @@ def test_load_weights_accepts_tied_weights_saved_once() -> None:
     assert torch.equal(target.head.weight, source.embed.weight)
 
 
+def test_load_weights_skips_buffers_the_model_computes_with_a_warning() -> None:
+    class Embed(nn.Module):
+        _keys_to_ignore_on_load_unexpected = (r"attn\.masked_bias",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.register_buffer("position_ids", torch.arange(4), persistent=False)
+
+    source, target = Embed(), Embed()
+    sd = {k: v.clone() for k, v in source.state_dict().items()}
+    sd["position_ids"] = torch.arange(4) * 7  # an old checkpoint's copy: not loaded
+    sd["h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    with pytest.warns(UserWarning, match=r"skipped 2 entries that Embed computes itself"):
+        load_weights(target, sd, "old.bin")
+    assert torch.equal(target.fc.weight, source.fc.weight)
+    assert torch.equal(target.position_ids, torch.arange(4))
+    sd["fc.extra"] = torch.zeros(1)  # a real extra key is still refused, and named
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): fc\.extra$"):
+        load_weights(target, sd, "old.bin")
+
+
 # ---------------------------------------------------------------------------------------------
 # parse_input_shape
 
