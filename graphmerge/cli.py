@@ -359,7 +359,7 @@ def _run_export(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.weights)
     inputs = build_inputs(args.input_shape, args.inputs)
     path = export_onnx(model, inputs, target, dynamic_batch=not args.static)
-    print(f"wrote {path} (checked with onnxruntime{'' if args.static else ' at two batch sizes'})")
+    print(f"wrote {path} (checked with onnxruntime{'' if args.static else ' at two input sizes'})")
     return 0
 
 
