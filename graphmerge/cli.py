@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,7 +30,13 @@ from graphmerge.loading import (
     parse_input_shape,
     staged_outputs,
 )
-from graphmerge.render import graph_picture_path, groups_json, groups_table, write_graph_picture
+from graphmerge.render import (
+    graph_picture_path,
+    groups_json,
+    groups_table,
+    stop_points_text,
+    write_graph_picture,
+)
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_inputs", "build_model", "build_parser", "main"]
 
@@ -125,6 +132,11 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
         help="a callable returning a Tensor, a tuple of Tensors or a dict of keyword Tensors",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="show every member and stop point (default: fit the terminal's width)",
+    )
     graph = parser.add_mutually_exclusive_group()
     graph.add_argument(
         "--graph",
@@ -158,20 +170,16 @@ def _run_inspect(args: argparse.Namespace) -> int:
         if picture is not None:
             print(f"graph: {picture}", file=sys.stderr)
         return 0
+    width = None if args.wide else shutil.get_terminal_size().columns
     print(_header(analysis))
     print()
-    print(groups_table(analysis.groups))
+    print(groups_table(analysis.groups, width))
     print(_params_line(analysis))
     print(_unruled_report(analysis.unruled))
     if getattr(analysis, "program", None) is not None:
         from graphmerge.passes.partial import stop_points
 
-        points = stop_points(analysis.program)
-        print(
-            f"stop points for a partial merge (merge ... stop_at=NAME), {len(points)}: "
-            + ", ".join(points[:30])
-            + (" ..." if len(points) > 30 else "")
-        )
+        print(stop_points_text(stop_points(analysis.program), width))
     if picture is not None:
         print(f"graph: {picture}")
     return 0
