@@ -1,11 +1,16 @@
-"""The `graphmerge` command: `inspect` (and, to come, `merge` and `export`).
+"""The `graphmerge` command: `inspect`, `merge`, `export` and `demo`.
 
 Each subcommand is one entry of `SUBCOMMANDS`: a function adding its arguments and a handler
-`(args) -> exit status`. Errors graphmerge raises on purpose (`GraphMergeError`) are printed as
-`error: <message>` with exit status 2 and no traceback.
+`(args) -> exit status`. Before any work, a handler checks its outputs against everything the
+command reads (`graphmerge.loading.check_outputs`). Errors graphmerge raises on purpose
+(`GraphMergeError`) are printed as `error: <message>` with exit status 2 and no traceback;
+graphmerge's own warnings as `warning: <message>`.
 
-Example:
+Examples:
     graphmerge inspect examples/tiny_cnn.py:build --input-shape 2,3,16,16
+    graphmerge merge examples/merge_tiny_cnn.yaml --out merged.safetensors --onnx merged.onnx
+    graphmerge export examples/tiny_cnn.py:build --weights merged.safetensors \\
+        --input-shape 2,3,16,16 --out merged.onnx
 """
 
 from __future__ import annotations
@@ -211,10 +216,6 @@ def _unruled_report(unruled: Sequence[tuple[str, str, int]]) -> str:
     lines = ["ops without rules (the spaces they touch are frozen):"]
     lines += [f"  {op} at {where}" + (f" (x{n})" if n != 1 else "") for op, where, n in unruled]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# placeholders
 
 
 # ---------------------------------------------------------------------------------------------
