@@ -140,6 +140,21 @@ def _check_inputs(model: nn.Module, args: tuple, kwargs: dict) -> None:
         ) from exc
 
 
+def _what_to_do(exc: BaseException) -> str:
+    """The first line of torch.export's error, then what the user can change."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Cache" in first and "in output" in first:  # a KV cache the model still returns
+        return (
+            f"{first.split(',')[0]}. The model returns a KV cache: call it without one "
+            "(use_cache=False in the inputs or config.use_cache = False), or trace a module "
+            "that returns only tensors."
+        )
+    return (
+        f"{first[:500]}. Make the forward traceable (no data-dependent Python control flow on "
+        "tensor values, no unsupported Python objects), or trace a submodule that is."
+    )
+
+
 def _batch_dims(args: tuple, kwargs: dict):
     def spec(v):
         return {0: torch.export.Dim.AUTO} if isinstance(v, torch.Tensor) and v.dim() else None
@@ -166,21 +181,8 @@ def trace(model: nn.Module, example_inputs: Inputs, dynamic_batch: bool = False)
             dims = _batch_dims(args, kwargs) if dynamic_batch else None
             program = torch.export.export(model, args, kwargs, dynamic_shapes=dims, strict=False)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "Cache" in first and "in output" in first:  # a KV cache the model still returns
-                first = first.split(",")[0]
-                hint = (
-                    "The model returns a KV cache: call it without one (use_cache=False in "
-                    "the inputs or config.use_cache = False), or trace a module that returns "
-                    "only tensors."
-                )
-            else:
-                hint = (
-                    "Make the forward traceable (no data-dependent Python control flow on tensor "
-                    "values, no unsupported Python objects), or trace a submodule that is."
-                )
             raise TraceError(
-                f"torch.export could not trace {name}{_user_frame(exc)}: {first[:500]}. {hint}"
+                f"torch.export could not trace {name}{_user_frame(exc)}: {_what_to_do(exc)}"
             ) from exc
     sig = program.graph_signature
     non_persistent = set(getattr(sig, "non_persistent_buffers", ()))

@@ -58,7 +58,17 @@ def test_cli_inspect_a_folder(tmp_path, capsys):
         "import torch\ndef ids():\n    return {'input_ids': torch.randint(0, 100, (2, 8))}\n"
     )
     assert (
-        main(["inspect", str(tmp_path / "bert"), "--inputs", f"{factory}:ids", "--no-graph"]) == 0
+        main(
+            [
+                "inspect",
+                str(tmp_path / "bert"),
+                "--inputs",
+                f"{factory}:ids",
+                "--no-graph",
+                "--wide",
+            ]
+        )
+        == 0
     )
     assert "bert.encoder.layer.0" in capsys.readouterr().out
 
