@@ -413,26 +413,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("default", module=r"graphmerge(\.|$)")  # always shown
-            warnings.showwarning = _show_warning
             return SUBCOMMANDS[args.command].run(args)
     except GraphMergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = previous
 
 
 _OWN = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "passes")
-_show_default = warnings.showwarning
+_format_default = warnings.formatwarning
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """graphmerge's own warnings as one `warning: <message>` line; others as Python shows them."""
     if any(Path(filename).resolve().is_relative_to(own) for own in _OWN):
-        print(f"warning: {message}", file=sys.stderr if file is None else file)
-    else:
-        _show_default(message, category, filename, lineno, file, line)
+        return f"warning: {message}\n"
+    return _format_default(message, category, filename, lineno, line)
 
 
 if __name__ == "__main__":

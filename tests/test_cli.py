@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import types
 import xml.etree.ElementTree as ET
@@ -500,3 +501,41 @@ def test_inspect_fits_the_terminal_and_wide_shows_all(in_tmp, monkeypatch, capsy
     stop_line = next(ln for ln in wide if ln.startswith("stop points"))
     count = int(re.search(r"stop_at=NAME\), (\d+):", stop_line)[1])
     assert "more" not in stop_line and len(stop_line.split(": ", 1)[1].split(", ")) == count > 30
+
+
+def test_cli_warnings_are_one_line_and_still_recordable(in_tmp, capsys) -> None:
+    """graphmerge's own warnings print as `warning: ...`; callers can still catch them."""
+    (in_tmp / "old.py").write_text(
+        "import torch\n"
+        "class Old(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(3, 4)\n"
+        "        self.register_buffer('position_ids', torch.arange(3), persistent=False)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x + self.position_ids)\n"
+        "def build():\n"
+        "    return Old()\n"
+    )
+    state = {
+        "fc.weight": torch.ones(4, 3),
+        "fc.bias": torch.zeros(4),
+        "position_ids": torch.ones(3),
+    }
+    save_file(state, "old.safetensors")
+    args = ["inspect", "old.py:build", "--weights", "old.safetensors", "--input-shape", "2,3"]
+    args += ["--no-graph", "--no-verify"]
+    run = subprocess.run(  # as a user runs it (pytest records warnings instead of printing them)
+        [sys.executable, "-m", "graphmerge.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=in_tmp,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith("warning: weights in 'old.safetensors': skipped 1 entry that Old")
+    assert "position_ids" in run.stderr and "UserWarning" not in run.stderr
+    assert len(run.stderr.splitlines()) == 1
+    with pytest.warns(UserWarning, match="skipped 1 entry"):
+        assert main(args) == 0
