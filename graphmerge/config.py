@@ -66,21 +66,16 @@ class MergeConfig:
     def method(self) -> str:
         return self.options.method
 
-    def input_files(self) -> list[Path]:
-        """Every file the merge reads: no output may be written over one of them."""
-        files = [Path(self.source)] if self.source else []
+    def input_files(self) -> list[str]:
+        """Everything the merge reads (this file, factory specs or model folders, weights files),
+        as `graphmerge.loading.check_outputs` takes it: no output may be written over or into
+        one of them."""
+        files = [self.source] if self.source else []
         for spec in self.models:
-            if spec.weights:
-                files.append(Path(spec.weights))
-            files += _factory_file(spec.factory)
+            files += [spec.factory, *([spec.weights] if spec.weights else [])]
         if self.data and self.data.factory:
-            files += _factory_file(self.data.factory)
+            files.append(self.data.factory)
         return files
-
-
-def _factory_file(spec: str) -> list[Path]:
-    target = spec.rpartition(":")[0]
-    return [Path(target)] if target.endswith(".py") else []
 
 
 def _resolve(value: str, base: Path) -> str:

@@ -4,7 +4,7 @@ Reads: `program.groups`, `program.spaces`, `program.axis_layouts`, `program.feat
 activations were collected), `program.states`, `program.options`.
 Writes: `program.assignments`: group name -> `Assignment` (an index map per model).
 
-Methods (MUDSC_SPEC.md): MuDSC's Algorithm 1 (activation-initialised, then seeded random sweeps
+Methods: MuDSC's Algorithm 1 (Xu et al., CVPR 2024) (activation-initialised, then seeded random sweeps
 over the groups with S = α·C_weight + (1-α)·C_act, revert to the best set on no improvement,
 stop after `patience` non-improving sweeps), which with α=0 is activation matching / ZipIt and
 with α=1 the weight-only forms; Git Re-Basin weight matching (raw inner products, coordinate

@@ -1,4 +1,4 @@
-"""Weight vectors of units (MUDSC_SPEC §1.3) and the similarities Algorithm 1 builds from them.
+"""Weight vectors of units (MuDSC's weight space) and the similarities Algorithm 1 builds from them.
 
 The weight vector of unit j of a group, in model i, is the concatenation of every tensor slice
 that belongs to unit j across the group's members (producer rows, consumer columns, norm affine
@@ -163,7 +163,7 @@ class WeightVectors:
 class Gram:
     """Streamed Gram matrix G = V Vᵀ of N models' stacked unit vectors V (N·n, L), with the
     row sums and the length, so Pearson correlations (each vector centred over its own
-    elements, MUDSC_SPEC §1.3) follow without the vectors.
+    elements, as MuDSC's weight similarity does) follow without the vectors.
 
     blocks "cross" keeps only what a permutation matcher reads: the blocks of model 0 against
     each model i and the diagonal. Products of large groups run in float32 (accumulated in

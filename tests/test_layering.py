@@ -30,6 +30,8 @@ LAYERS = {
     "graphmerge.export": API,
     "graphmerge.config": API,
     "graphmerge.loading": API,
+    "graphmerge.pretrained": API,
+    "graphmerge.input_shape": API,
     "graphmerge.render": API,
     "graphmerge.tasks": API,
     "graphmerge.cli": CLI,
