@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from graphmerge import render
+from graphmerge.api import Analysis
 from graphmerge.cli import SUBCOMMANDS, main
 from graphmerge.errors import InputError
 from graphmerge.records import CaptureSite, Member, PermutationGroup, Structure
@@ -101,8 +102,8 @@ def _groups() -> list[PermutationGroup]:
     ]
 
 
-def _analysis(groups: list[PermutationGroup] | None = None) -> types.SimpleNamespace:
-    return types.SimpleNamespace(
+def _analysis(groups: list[PermutationGroup] | None = None) -> Analysis:
+    return Analysis(
         groups=_groups() if groups is None else groups,
         model_name="Toy",
         trace_seconds=0.5,
@@ -111,6 +112,7 @@ def _analysis(groups: list[PermutationGroup] | None = None) -> types.SimpleNames
         unruled=[("aten.cumsum", "model.py:41", 2), ("aten.sort", "model.py:50", 1)],
         param_count_permuted=900,
         param_count_total=1000,
+        merge_memory=3 * 2**30,
     )
 
 
@@ -332,6 +334,7 @@ def test_cli_report_with_stand_in(tmp_path, monkeypatch, capsys, fake_core) -> N
     assert "model: Toy  (trace 0.50s, infer 0.25s, verify 0.12s)" in out
     assert "aten.cumsum at model.py:41 (x2)" in out and "aten.sort at model.py:50\n" in out
     assert "parameters in free groups: 900 of 1,000 (90.0%)" in out
+    assert "merging two of these (MuDSC zip) needs about 3.0 GiB of memory" in out
     assert f"graph: {tmp_path.resolve() / 'build_groups.html'}" in out
     assert (tmp_path / "build_groups.html").exists()
 
