@@ -8,8 +8,8 @@ import torch
 from zoo import ZOO, call
 
 import graphmerge as gm
+from graphmerge.batches import random_batches
 from graphmerge.passes.matchers.similarity import correlation_from_moments
-from graphmerge.tasks import random_batches
 
 METHODS = [
     ("mudsc", {}),

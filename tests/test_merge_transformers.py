@@ -15,7 +15,7 @@ from transformers import (
 )
 
 import graphmerge as gm
-from graphmerge.tasks import random_batches
+from graphmerge.batches import random_batches
 
 SMALL = {"num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 
