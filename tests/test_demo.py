@@ -1,6 +1,8 @@
 """`graphmerge demo`, the README's first command, through the CLI on a short schedule."""
 
+import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,3 +95,21 @@ def test_demo_names_what_is_missing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "graphmerge_examples" in err and 'pip install -c constraints.txt -e ".[dev]"' in err
     assert not out.exists()
+
+
+def test_the_library_loads_no_demo_or_benchmark_code():
+    # every module of graphmerge and graphmerge.passes, imported in a fresh interpreter
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import graphmerge, graphmerge.passes, graphmerge.passes.matchers as m\n"
+        "for pkg in (graphmerge, graphmerge.passes, m):\n"
+        "    for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(info.name)\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    loaded = set(ast.literal_eval(done.stdout))
+    assert "graphmerge" in loaded and "torch" in loaded
+    assert not loaded & {"graphmerge_examples", "benchmarks", "sklearn", "tests", "transformers"}

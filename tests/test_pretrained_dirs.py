@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from helpers import tiny_config
+from transformers import BertForSequenceClassification
 
 import graphmerge as gm
 from graphmerge.cli import main
@@ -11,15 +12,7 @@ from graphmerge.loading import load_pretrained, load_state_dict
 
 def _tiny_bert(seed: int):
     torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=16,
-    )
-    return BertForSequenceClassification(cfg).eval()
+    return BertForSequenceClassification(tiny_config("bert", max_position_embeddings=16)).eval()
 
 
 @pytest.mark.parametrize("safe", [True, False])
