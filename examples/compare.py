@@ -12,6 +12,7 @@ The one implementation behind `graphmerge demo` (one pair, five methods, per-tas
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,7 +92,9 @@ def compare_pair(
     alone, ensemble = (evaluate(a, data), evaluate(b, data)), ensemble_evaluate([a, b], data)
     merged = {}
     for key in methods:
-        _, method, options = COMPARED[key]
+        label, method, options = COMPARED[key]
+        if progress:
+            print(f"merging: {label}", file=sys.stderr, flush=True)
         t = time.perf_counter()
         model = gm.merge([a, b], cal, method=method, progress=progress, **options)
         seconds = time.perf_counter() - t

@@ -47,6 +47,7 @@ def test_demo_writes_into_out_only_and_restores_threads(tmp_path, monkeypatch, c
     assert seen == [1] and after == 2  # one thread while it ran, the caller's two after
     captured = capsys.readouterr()
     assert "training two MLPs" in captured.err and "training model A" in captured.err
+    assert "merging: MuDSC zip" in captured.err
     rows = _rows(captured.out)
     assert set(rows) == {
         "model A alone",
