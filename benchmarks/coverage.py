@@ -15,11 +15,10 @@ For each architecture, inside its own try/except (one failure never stops the ru
 1. build it (plus small noise on every parameter and BatchNorm statistic, so that no tensor is
    constant and a permutation always shows) and its example inputs (a dict of keyword tensors);
 2. `gm.analyze(model, inputs)`: trace, infer the permutation groups, self-check them;
-3. shuffle it with every free group permuted (`gm.shuffle`'s code path, on the analysis already
-   made, so the model is not traced twice; `--public-shuffle` calls `gm.shuffle` itself, with the
-   same results) and compare the outputs of the original and the twin
-   on *other* inputs of the same shape: max abs difference over every floating output, relative
-   to that output's largest magnitude; "function kept" when it is <= 1e-4;
+3. shuffle it with every free group permuted (`gm.shuffle`, which traces and checks the model
+   again) and compare the outputs of the original and the twin on *other* inputs of the same
+   shape: max abs difference over every floating output, relative to that output's largest
+   magnitude; "function kept" when it is <= 1e-4;
 4. count the share of parameter tensors the shuffle changed.
 
 Status: `✓` traced, function kept, no hidden group frozen by an op without a rule and none by the
@@ -1050,17 +1049,29 @@ SMOKE = ("bert-cls", "gpt2-cls", "llama-cls", "vit-cls", "resnet-cls")
 # ------------------------------------------------------------------------- building
 
 
+def config_of(arch: Arch, **overrides):
+    """The transformers config of `arch` (its tiny kwargs and attention), `overrides` applied.
+
+    The one place the benchmarks build Hugging Face configs (benchmarks.trace_depth scales
+    bert-cls's up).
+    """
+    import transformers
+
+    kwargs = dict(arch.config)
+    if arch.attn is not None:
+        kwargs["attn_implementation"] = arch.attn
+    kwargs.update(overrides)
+    config = getattr(transformers, arch.config_cls)(**kwargs)
+    if kwargs.get("attn_implementation") is not None:
+        config._attn_implementation = kwargs["attn_implementation"]
+    return config
+
+
 def build(arch: Arch, seed: int = 0) -> nn.Module:
     """The model, randomly initialized from its tiny config, in eval mode."""
     import transformers
 
-    config_cls = getattr(transformers, arch.config_cls)
-    kwargs = dict(arch.config)
-    if arch.attn is not None:
-        kwargs["attn_implementation"] = arch.attn
-    config = config_cls(**kwargs)
-    if arch.attn is not None:
-        config._attn_implementation = arch.attn
+    config = config_of(arch)
     torch.manual_seed(seed)
     model = getattr(transformers, arch.model_cls)(config)
     jitter(model, seed)
@@ -1186,20 +1197,6 @@ def max_rel_diff(ref, out) -> float:
     return worst
 
 
-def shuffled_twin(model: nn.Module, analysis, seed: int) -> nn.Module:
-    """`gm.shuffle(model, inputs, seed)` on an analysis already made (same code, no re-trace)."""
-    import copy
-
-    from graphmerge.permute import permute_state_dict, random_permutations
-
-    program = analysis.program
-    perms = random_permutations(program, seed)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    twin = copy.deepcopy(model)
-    twin.load_state_dict(permute_state_dict(program, perms, state))
-    return twin.eval()
-
-
 class _Timeout(Exception):
     pass
 
@@ -1228,9 +1225,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}"[:300]
 
 
-def measure(
-    arch: Arch, *, seed: int = 0, use_public_shuffle: bool = False, timeout: int = PER_ARCH_TIMEOUT
-) -> Result:
+def measure(arch: Arch, *, seed: int = 0, timeout: int = PER_ARCH_TIMEOUT) -> Result:
     """Build, analyze, shuffle and compare one architecture; never raises."""
     import graphmerge as gm
 
@@ -1279,10 +1274,7 @@ def measure(
                 res.unruled[key] = res.unruled.get(key, 0) + n
                 res.unruled_sites.append(f"{op} at {where}" + (f" x{n}" if n > 1 else ""))
 
-            if use_public_shuffle:
-                twin = gm.shuffle(model, inputs, seed=seed + 1).eval()
-            else:
-                twin = shuffled_twin(model, analysis, seed + 1)
+            twin = gm.shuffle(model, inputs, seed=seed + 1).eval()
             params = dict(model.named_parameters())
             twin_params = dict(twin.named_parameters())
             res.total_tensors = len(params)
@@ -1503,11 +1495,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--list", action="store_true", help="print the architecture names")
     parser.add_argument(
-        "--public-shuffle",
-        action="store_true",
-        help="call gm.shuffle (traces the model a second time)",
-    )
-    parser.add_argument(
         "--timeout", type=int, default=PER_ARCH_TIMEOUT, help="seconds per architecture (0: none)"
     )
     args = parser.parse_args(argv)
@@ -1528,7 +1515,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     start = time.perf_counter()
     for arch in archs:
-        r = measure(arch, use_public_shuffle=args.public_shuffle, timeout=args.timeout)
+        r = measure(arch, timeout=args.timeout)
         results.append(r)
         print(
             f"[{len(results)}/{len(archs)}] {r.name:18s} {r.status:8s} {r.total_s:5.1f}s "

@@ -7,11 +7,12 @@ class splits, mean ± std over pairs, MuDSC's alpha swept and tuned, speed and m
 
 Protocol (the MuDSC paper's disjoint-class setup): pair p draws a random 5+5 class split (seed p); model A is
 trained on task A's classes from seed 10p+1, model B on task B's from seed 10p+2 (different
-initialisations). Every model ends in the shared class-vector head (`graphmerge.tasks.ClassHead`),
-so joint accuracy is the argmax over all ten classes on the test images of all classes; task A/B
-accuracy is the argmax restricted to that task's classes on its test images; per-task is their
-mean. The ensemble (sum of the two models' softmax) is the upper bound. Calibration data for the
-merges (activations, BatchNorm reset) is training images of both tasks. On pair 0, MuDSC is also
+initialisations). Every model ends in the shared class-vector head
+(`graphmerge_examples.tasks.ClassHead`), so joint accuracy is the argmax over all ten classes on
+the test images of all classes; task A/B accuracy is the argmax restricted to that task's classes
+on its test images; per-task is their mean. The ensemble (sum of the two models' softmax) is the
+upper bound. Calibration data for the merges (activations, BatchNorm reset) is training images
+of both tasks. On pair 0, MuDSC is also
 merged at every alpha (zip 0..1, permute 0.1..0.9); alpha* is the paper's grid point (0.1..0.9)
 with the best joint accuracy on further training images, and every pair is merged at alpha* too.
 
@@ -40,8 +41,8 @@ import numpy as np
 import torch
 
 import graphmerge as gm
-from graphmerge.tasks import (
-    COMPARED,
+from graphmerge_examples.compare import COMPARED
+from graphmerge_examples.tasks import (
     TaskData,
     calibration_batches,
     digits_split,

@@ -273,7 +273,7 @@ def _calibration(spec) -> list:
                 f"{spec.factory}() must return an iterable of batches, got {type(data).__name__}"
             )
         return data
-    from graphmerge.tasks import random_batches
+    from graphmerge.batches import random_batches
 
     first = parse_input_shape(spec.input_shape)
     return [first, *random_batches(first, spec.batches - 1, seed=1)]
@@ -360,15 +360,55 @@ def _aligned_line(program: Any) -> str:
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=("cnn", "mlp"), default="cnn")
-    parser.add_argument("--out", default=".", help="folder for the group graph picture")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--out",
+        default="graphmerge-demo",
+        help="folder for the group graph picture (created; default: ./graphmerge-demo)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the class split (default 0)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs per model")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads while the demo runs (default 1, fastest for its tiny models; "
+        "restored after)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress messages")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from graphmerge.demo import run_demo
-
-    print(run_demo(args.arch, args.out, args.seed, progress=not args.no_progress))
+    # the demo's code is the repository's examples/ folder, installed as graphmerge_examples
+    # beside the library (which does not import it); imported here, late, so that the other
+    # commands work without it
+    try:
+        from graphmerge_examples.demo import run_demo
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("graphmerge_examples", "graphmerge_examples.demo"):
+            raise
+        raise GraphMergeError(
+            "`graphmerge demo` needs the graphmerge_examples package (the repository's examples/ "
+            "folder), which is not installed: from a clone of graphmerge, run "
+            '`pip install -c constraints.txt -e ".[dev]"`'
+        ) from exc
+    try:
+        import sklearn.datasets  # noqa: F401
+    except ImportError as exc:
+        raise GraphMergeError(
+            "`graphmerge demo` trains on the digits data set that ships with scikit-learn, "
+            "which is not installed: pip install scikit-learn"
+        ) from exc
+    if args.epochs < 1 or args.threads < 1:
+        raise InputError("--epochs and --threads must be at least 1")
+    report = run_demo(
+        args.arch,
+        args.out,
+        args.seed,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
+    print(report)
     return 0
 
 

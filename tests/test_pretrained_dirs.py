@@ -4,7 +4,8 @@ import re
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from helpers import tiny_config
+from transformers import BertForSequenceClassification
 
 import graphmerge as gm
 from graphmerge.cli import main
@@ -14,15 +15,7 @@ from graphmerge.pretrained import load_pretrained
 
 def _tiny_bert(seed: int):
     torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=16,
-    )
-    return BertForSequenceClassification(cfg).eval()
+    return BertForSequenceClassification(tiny_config("bert", max_position_embeddings=16)).eval()
 
 
 @pytest.mark.parametrize("safe", [True, False])
