@@ -258,27 +258,6 @@ def _memory_size(text: str) -> str:
     return text
 
 
-def _calibration(spec) -> list:
-    """Batches from the config's data factory, or random batches of `input_shape`."""
-    if spec.factory is not None:
-        factory = load_factory(spec.factory)
-        try:
-            data = factory()
-        except Exception as exc:
-            raise InputError(
-                f"calling {spec.factory}() failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if isinstance(data, (torch.Tensor, dict)) or not hasattr(data, "__iter__"):
-            raise InputError(
-                f"{spec.factory}() must return an iterable of batches, got {type(data).__name__}"
-            )
-        return data
-    from graphmerge.batches import random_batches
-
-    first = parse_input_shape(spec.input_shape)
-    return [first, *random_batches(first, spec.batches - 1, seed=1)]
-
-
 def _save_state(state: dict, path: Path) -> None:
     state = {k: v.detach().contiguous().clone() for k, v in state.items()}
     if path.suffix == ".safetensors":
@@ -311,7 +290,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     targets = _merge_outputs(args, config)
     models = [build_model(m.factory, m.weights) for m in config.models]
-    data = _calibration(config.data) if config.data else None
+    data = config.data.load() if config.data else None
     start = time.perf_counter()
     merged, program = merge(
         models,
@@ -346,12 +325,8 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 def _aligned_line(program: Any) -> str:
     """How many hidden units the merge aligned (the rest were averaged in place)."""
-    hidden = [g for g in program.groups if g.hidden]
-    total = sum(g.units for g in hidden)
-    aligned = sum(g.units for g in hidden if g.name in program.assignments)
-    if not total:
-        return "no hidden units"
-    return f"{aligned} of {total} hidden units aligned ({aligned / total:.0%})"
+    aligned, total = program.aligned_units()
+    return f"{aligned} of {total} hidden units aligned ({aligned / max(total, 1):.0%})"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,9 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
+from graphmerge.batches import random_batches
 from graphmerge.errors import InputError
+from graphmerge.loading import load_factory, parse_input_shape
 from graphmerge.options import MergeOptions, OptionError
 
 __all__ = ["PARAMETERS", "DataSpec", "MergeConfig", "ModelSpec", "load_config"]
@@ -48,9 +51,29 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
+    """The calibration data: a factory's batches, or `batches` random ones of `input_shape`."""
+
     factory: str | None = None
     input_shape: str | None = None
     batches: int = 4
+
+    def load(self) -> list:
+        """The batches (an `InputError` naming the factory when it fails or returns a batch)."""
+        if self.factory is None:
+            first = parse_input_shape(self.input_shape)
+            return [first, *random_batches(first, self.batches - 1, seed=1)]
+        factory = load_factory(self.factory)
+        try:
+            data = factory()
+        except Exception as exc:
+            raise InputError(
+                f"calling {self.factory}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(data, (torch.Tensor, dict)) or not hasattr(data, "__iter__"):
+            raise InputError(
+                f"{self.factory}() must return an iterable of batches, got {type(data).__name__}"
+            )
+        return data
 
 
 @dataclass(frozen=True)

@@ -224,13 +224,11 @@ def solve_groups(program: Program) -> Program:
 
 def _warn_if_mostly_average(program: Program) -> None:
     """Warn when less than half of the hidden units could be aligned, naming why."""
-    solved = {g.name for g in program.groups if g.name in program.assignments}
-    hidden = [g for g in program.groups if g.hidden]
-    total = sum(g.units for g in hidden)
-    aligned = sum(g.units for g in hidden if g.name in solved)
+    aligned, total = program.aligned_units()
     if not total or aligned >= ALIGNED_SHARE_WARNING * total:
         return
-    reasons = Counter(g.reason or "not solved" for g in hidden if g.name not in solved)
+    unsolved = [g for g in program.groups if g.hidden and g.name not in program.assignments]
+    reasons = Counter(g.reason or "not solved" for g in unsolved)
     ops = ", ".join(f"{op} at {where}" for (op, where) in list(program.unruled)[:5])
     warnings.warn(
         f"only {aligned} of {total} hidden units ({aligned / total:.0%}) of "

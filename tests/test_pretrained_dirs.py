@@ -117,8 +117,8 @@ def test_decoder_folders_with_kv_cache_inspect_and_merge(tmp_path, monkeypatch, 
     assert main(["merge", "merge.yaml", "--out", "m.safetensors", "--no-progress"]) == 0
     merged = load_file("m.safetensors")
     # the same merge through the API, on models that keep use_cache=True
+    from graphmerge.batches import random_batches
     from graphmerge.input_shape import parse_input_shape
-    from graphmerge.tasks import random_batches
 
     first = parse_input_shape("4,8:int64:100")
     data = [first, *random_batches(first, 1, seed=1)]
