@@ -4,6 +4,10 @@ Repeatedly merge the most similar pair of live units (across or within models); 
 unit's similarity to every other unit is the minimum of its parts' (complete linkage) times `a`.
 Each model may spend only `int((to_remove // N) · b)` merges within itself; after that its units
 can only merge with other models' units.
+
+The greedy search works in one (m, m) float64 buffer in place and touches O(m) entries per merge:
+cached row maxima find the next pair, rows (not columns) are read, and a dead unit's column is
+masked when a row is read instead of being cleared in every row.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from graphmerge.passes.matchers import Match, units_per_model
 __all__ = ["ZipBudgets", "greedy_zip", "match_from_clusters", "zip_match", "zip_score"]
 
 _NEG = -np.inf
+_TILE = 256  # rows (and columns) per block in whole-matrix passes: bounded temporaries
 
 
 @dataclasses.dataclass
@@ -60,99 +65,171 @@ def greedy_zip(
     a: float,
     budgets: ZipBudgets,
     group_of: np.ndarray | None = None,
+    *,
+    overwrite: bool = False,
 ) -> tuple[np.ndarray, list[float]]:
     """Run `merges` greedy ZipIt merges on the units of a (local) similarity matrix.
 
-    Takes sims (m, m) symmetric (copied, not modified), model_of/group_of (m,) the origin model
-    and global group of each unit, the number of merges, the linkage factor a and the budgets
-    (spent in place). Returns (rep, values): rep[u] is the index of the unit that represents
-    u's cluster (its lowest index), values[k] the similarity at pick k. A merged unit keeps the
-    origin model and group of its representative.
+    Takes sims (m, m) symmetric, model_of/group_of (m,) the origin model and global group of
+    each unit, the number of merges, the linkage factor a and the budgets (spent in place).
+    sims is copied unless `overwrite` (then a float64 C-contiguous sims is the working buffer
+    and its contents are destroyed). Returns (rep, values): rep[u] is the index of the unit that
+    represents u's cluster (its lowest index), values[k] the similarity at pick k. A merged unit
+    keeps the origin model and group of its representative.
     """
-    m = sims.shape[0]
-    s = np.array(sims, dtype=np.float64)
+    s = _working_buffer(sims, overwrite)
     np.fill_diagonal(s, _NEG)
-    model_of = np.asarray(model_of)
-    groups_budgeted = budgets.group is not None and group_of is not None
-    alive = np.ones(m, dtype=bool)
-    rep = np.arange(m)
-    for origin in budgets.closed_models:
-        _ban_within(s, model_of == origin)
-    for origin in budgets.closed_groups if groups_budgeted else ():
-        _ban_within(s, group_of == origin)
-    picker = _RowMaxPicker(s)
-    values: list[float] = []
-    for _ in range(merges):
-        i, j = picker.pick(alive)
-        values.append(float(s[i, j]))
-        rep[rep == j] = i
-        alive[j] = False
-        old_i, old_j = s[:, i].copy(), s[:, j].copy()
-        _link(s, i, j, a, alive, model_of)
-        picker.update(i, j, old_i, old_j)
-        if model_of[i] == model_of[j] and budgets.spend_model(int(model_of[i])):
-            picker.rescan(_ban_within(s, alive & (model_of == model_of[i])))
-        if groups_budgeted and group_of[i] == group_of[j] and budgets.spend_group(int(group_of[i])):
-            picker.rescan(_ban_within(s, alive & (group_of == group_of[i])))
-    return rep, values
+    return _GreedyZip(s, model_of, a, budgets, group_of).run(merges)
 
 
-def _link(s: np.ndarray, i: int, j: int, a: float, alive: np.ndarray, model_of: np.ndarray):
-    """Merge unit j into unit i in place: min linkage times a (a <= 0: ban both origin models)."""
-    row = np.minimum(s[i], s[j])
-    if a > 0:
-        row *= a
-    else:
-        row[(model_of == model_of[i]) | (model_of == model_of[j])] = _NEG
-    row[~alive] = _NEG
-    row[i] = _NEG
-    s[i, :] = row
-    s[:, i] = row
-    s[j, :] = _NEG
-    s[:, j] = _NEG
+def _working_buffer(sims: np.ndarray, overwrite: bool) -> np.ndarray:
+    """sims itself when it may be overwritten and is float64 C-contiguous, else a copy."""
+    if overwrite and sims.dtype == np.float64 and sims.flags.c_contiguous:
+        return sims
+    return np.array(sims, dtype=np.float64, order="C")
 
 
-def _ban_within(s: np.ndarray, selected: np.ndarray) -> np.ndarray:
-    """Set the similarity between every two selected units to -inf; return their indices."""
-    idx = np.flatnonzero(selected)
-    s[np.ix_(idx, idx)] = _NEG
+class _GreedyZip:
+    """The greedy search on a working matrix `s` (m, m) with a -inf diagonal, owned and changed.
+
+    Between merges, for every two live units r, c: s[r, c] is their current similarity (min
+    linkage times a, -inf where banned); row_max[r] is the maximum over the live c (-inf for a
+    dead r). Entries in a dead unit's column are stale and masked with -inf whenever a row is
+    read; a dead unit's row is never read. The next pair is the first maximum in row-major order
+    (i < j): the first row with the largest cached maximum, and its first maximum.
+    """
+
+    def __init__(self, s, model_of, a, budgets: ZipBudgets, group_of):
+        self.s, self.a, self.budgets = s, a, budgets
+        self.model_of = np.asarray(model_of)
+        budgeted = budgets.group is not None and group_of is not None
+        self.group_of = np.asarray(group_of) if budgeted else None
+        m = s.shape[0]
+        self.dead = np.zeros(m, dtype=bool)
+        self.graveyard = np.empty(m, dtype=np.int64)  # dead units, in the order they died
+        self.n_dead = 0
+        self.masked = np.zeros(m, dtype=np.int64)  # row r has -inf at graveyard[:masked[r]]
+        self.parent = np.arange(m)
+        self.new = np.empty(m)
+        self.flags = np.empty((2, m), dtype=bool)
+        self._model_masks: dict[int, np.ndarray] = {}
+        for origin in budgets.closed_models:
+            _ban_within(s, np.flatnonzero(self.model_of == origin))
+        for origin in budgets.closed_groups if self.group_of is not None else ():
+            _ban_within(s, np.flatnonzero(self.group_of == origin))
+        self.row_max = s.max(axis=1)
+
+    def run(self, merges: int) -> tuple[np.ndarray, list[float]]:
+        """Make `merges` merges; return (rep, values) as `greedy_zip`."""
+        values = [self._merge(*self._pick()) for _ in range(merges)]
+        rep = self.parent  # parent[j] = i < j for every merged j: follow the links to the root
+        while True:
+            nxt = rep[rep]
+            if np.array_equal(nxt, rep):
+                return rep, values
+            rep = nxt
+
+    def _row(self, r: int) -> np.ndarray:
+        """Row r of s with dead columns set to -inf (in place): r's similarity to every unit."""
+        row = self.s[r]
+        if self.masked[r] < self.n_dead:
+            row[self.graveyard[self.masked[r] : self.n_dead]] = _NEG
+            self.masked[r] = self.n_dead
+        return row
+
+    def _pick(self) -> tuple[int, int]:
+        i = int(np.argmax(self.row_max))
+        if self.row_max[i] == _NEG:  # nothing admissible left: merge the first two live units
+            i, j = np.flatnonzero(~self.dead)[:2]
+            return int(i), int(j)
+        j = int(np.argmax(self._row(i)))
+        return min(i, j), max(i, j)
+
+    def _merge(self, i: int, j: int) -> float:
+        """Merge unit j into unit i; update s, the row maxima and the budgets; return s[i, j]."""
+        s, row_max, new = self.s, self.row_max, self.new
+        row_i, row_j = self._row(i), self._row(j)
+        value = float(row_i[j])
+        np.minimum(row_i, row_j, out=new)  # new[i] = new[j] = -inf: the diagonal is -inf
+        if self.a > 0:
+            new *= self.a
+        else:
+            np.copyto(new, _NEG, where=self._model_mask(i))
+            np.copyto(new, _NEG, where=self._model_mask(j))
+        # rows whose maximum sat at column i (and fell) or at column j: rescanned below
+        stale, scratch = self.flags
+        np.equal(row_i, row_max, out=stale)
+        stale &= np.less(new, row_i, out=scratch)
+        stale |= np.equal(row_j, row_max, out=scratch)
+        stale &= np.greater(row_max, _NEG, out=scratch)
+        stale[[i, j]] = False
+        np.maximum(row_max, new, out=row_max)
+        row_max[i], row_max[j] = new.max(), _NEG
+        self.dead[j], self.parent[j], self.graveyard[self.n_dead] = True, i, j
+        self.n_dead += 1
+        self.masked[i] = self.n_dead
+        s[i] = new
+        s[:, i] = new
+        self._rescan(np.flatnonzero(stale))
+        self._spend(i, j)
+        return value
+
+    def _model_mask(self, u: int) -> np.ndarray:
+        origin = int(self.model_of[u])
+        if origin not in self._model_masks:
+            self._model_masks[origin] = self.model_of == origin
+        return self._model_masks[origin]
+
+    def _rescan(self, rows: np.ndarray) -> None:
+        """Recompute row_max for `rows` (live units), a block of rows at a time."""
+        for r in rows.tolist():
+            self.row_max[r] = self._row(r).max()
+
+    def _spend(self, i: int, j: int) -> None:
+        """Spend the budgets of a within-model/-group merge; ban a model/group that closes."""
+        origin = int(self.model_of[i])
+        if origin == self.model_of[j] and self.budgets.spend_model(origin):
+            self._rescan(
+                _ban_within(self.s, np.flatnonzero(~self.dead & (self.model_of == origin)))
+            )
+        if self.group_of is None or self.group_of[i] != self.group_of[j]:
+            return
+        if self.budgets.spend_group(int(self.group_of[i])):
+            group = self.group_of == self.group_of[i]
+            self._rescan(_ban_within(self.s, np.flatnonzero(~self.dead & group)))
+
+
+def _ban_within(s: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Set the similarity between every two of the units `idx` to -inf; return idx."""
+    for start in range(0, len(idx), _TILE):
+        s[idx[start : start + _TILE, None], idx] = _NEG
     return idx
 
 
-class _RowMaxPicker:
-    """Finds the first maximum of a symmetric matrix in row-major order, caching row maxima.
+def symmetrized(S: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(S + Sᵀ)/2 as float64, computed tile by tile into `out` (a new array if None).
 
-    For a symmetric matrix with -inf diagonal the first maximum (i, j) has i < j, which is the
-    pair ZipIt's argmax over the upper triangle returns. After a merge only the rows whose cached
-    maximum may have dropped are rescanned. `s` is the matrix being merged, updated in place.
+    `out` may be S itself (float64, C-contiguous): then S is symmetrised in place. Each entry
+    is (S[i, j] + S[j, i]) / 2 exactly as the whole-matrix expression computes it.
     """
-
-    def __init__(self, s: np.ndarray):
-        self.s = s
-        self.row_max = s.max(axis=1)
-
-    def pick(self, alive: np.ndarray) -> tuple[int, int]:
-        """The pair (i, j), i < j, to merge next."""
-        i = int(np.argmax(self.row_max))
-        if self.row_max[i] == _NEG:  # nothing admissible left: merge the first two live units
-            i, j = np.flatnonzero(alive)[:2]
-            return int(i), int(j)
-        j = int(np.argmax(self.s[i]))
-        return min(i, j), max(i, j)
-
-    def update(self, i: int, j: int, old_i: np.ndarray, old_j: np.ndarray) -> None:
-        """Refresh the cache after columns/rows i and j changed from old_i and old_j."""
-        new_i = self.s[:, i]
-        held = np.isfinite(self.row_max)
-        stale = held & (((old_i == self.row_max) & (new_i < old_i)) | (old_j == self.row_max))
-        self.row_max = np.maximum(self.row_max, new_i)
-        stale[[i, j]] = True
-        self.rescan(np.flatnonzero(stale))
-
-    def rescan(self, rows: np.ndarray) -> None:
-        """Recompute the cached maxima of `rows`."""
-        if len(rows):
-            self.row_max[rows] = self.s[rows].max(axis=1)
+    if S.dtype != np.float64:  # the expression in S's own precision, as it always was
+        return np.asarray((S + S.T) / 2, dtype=np.float64)
+    m = S.shape[0]
+    if out is None:
+        out = np.empty((m, m))
+    tile = np.empty((_TILE, _TILE))
+    for r0 in range(0, m, _TILE):
+        for c0 in range(r0, m, _TILE):
+            upper, lower = (
+                np.s_[r0 : r0 + _TILE, c0 : c0 + _TILE],
+                np.s_[c0 : c0 + _TILE, r0 : r0 + _TILE],
+            )
+            t = tile[: min(_TILE, m - r0), : min(_TILE, m - c0)]
+            np.add(S[upper], S[lower].T, out=t)
+            t /= 2
+            out[upper] = t
+            out[lower] = t.T
+    return out
 
 
 def match_from_clusters(assign: np.ndarray, n_merged: int, N: int) -> Match:
@@ -160,22 +237,32 @@ def match_from_clusters(assign: np.ndarray, n_merged: int, N: int) -> Match:
 
     U = the 0/1 assignment, M = U / (column sums + 1e-5), split into N row blocks.
     """
+    units = np.arange(len(assign))
     P = np.zeros((len(assign), n_merged))
-    P[np.arange(len(assign)), assign] = 1.0
-    M = P / (P.sum(axis=0, keepdims=True) + 1e-5)
+    P[units, assign] = 1.0
+    sizes = np.bincount(assign, minlength=n_merged).astype(np.float64)  # = P.sum(axis=0)
+    M = np.zeros((len(assign), n_merged))
+    M[units, assign] = 1.0 / (sizes[assign] + 1e-5)
     return Match(merge=np.split(M, N), unmerge=np.split(P, N), score=0.0)
 
 
 def zip_match(
-    S: np.ndarray, N: int, r: float | None = None, a: float = 0.5, b: float = 1.0
+    S: np.ndarray,
+    N: int,
+    r: float | None = None,
+    a: float = 0.5,
+    b: float = 1.0,
+    *,
+    overwrite: bool = False,
 ) -> Match:
     """ZipIt greedy matching of all N·n units of `S` down to int(N·n·(1-r)) merged units.
 
     Takes S (N·n, N·n) (symmetrised as (S + Sᵀ)/2, which leaves a symmetric S unchanged), the
     model count N, the reduction r (default 1 - 1/N: n merged units), the linkage factor a (a ≤ 0
     bans a merged unit against every unit of both origin models) and the within-model budget
-    factor b. Returns a Match whose columns are ordered by each cluster's lowest stacked unit and
-    whose score is the mean similarity at each pick.
+    factor b. With `overwrite`, a float64 C-contiguous S is the working buffer (its contents are
+    destroyed; saves one copy of S). Returns a Match whose columns are ordered by each cluster's
+    lowest stacked unit and whose score is the mean similarity at each pick.
 
     Example:
         >>> S = np.array([[1, .1, .2, .9], [.1, 1, .8, .3], [.2, .8, 1, 0], [.9, .3, 0, 1]])
@@ -190,7 +277,9 @@ def zip_match(
     to_remove = total - target
     budgets = ZipBudgets(model=np.full(N, int((to_remove // N) * b + 1e-4)))
     model_of = np.repeat(np.arange(N), n)
-    rep, values = greedy_zip((S + S.T) / 2, model_of, to_remove, a, budgets)
+    s = symmetrized(S, out=_working_buffer(S, overwrite) if overwrite else None)
+    rep, values = greedy_zip(s, model_of, to_remove, a, budgets, overwrite=True)
+    del s
     reps, assign = np.unique(rep, return_inverse=True)
     match = match_from_clusters(assign, len(reps), N)
     return dataclasses.replace(match, score=zip_score(values))
