@@ -21,7 +21,8 @@ from graphmerge.passes.matchers import Match, units_per_model
 __all__ = ["ZipBudgets", "greedy_zip", "match_from_clusters", "zip_match", "zip_score"]
 
 _NEG = -np.inf
-_TILE = 256  # rows (and columns) per block in whole-matrix passes: bounded temporaries
+_TILE = 128  # rows (and columns) per tile in whole-matrix passes: bounded temporaries
+_HALF_MAX = 2.0**1023  # the smallest float64 whose double overflows
 
 
 @dataclasses.dataclass
@@ -93,10 +94,15 @@ class _GreedyZip:
     """The greedy search on a working matrix `s` (m, m) with a -inf diagonal, owned and changed.
 
     Between merges, for every two live units r, c: s[r, c] is their current similarity (min
-    linkage times a, -inf where banned); row_max[r] is the maximum over the live c (-inf for a
-    dead r). Entries in a dead unit's column are stale and masked with -inf whenever a row is
-    read; a dead unit's row is never read. The next pair is the first maximum in row-major order
-    (i < j): the first row with the largest cached maximum, and its first maximum.
+    linkage times a, -inf where banned). Entries in a dead unit's column are stale and are set
+    to -inf when the row is next read; a dead unit's row is never read. bound[r] is an upper
+    bound on the largest entry of live row r (-inf for a dead r), exact when the row was last
+    scanned: a merge raises the bounds where the merged column rose and leaves them where it
+    fell, so only a row that comes up as the best candidate is rescanned.
+
+    The next pair is the first maximum in row-major order (i < j): the first row i whose bound
+    is the largest and exact, and the first maximum of that row. A row before i with the same
+    maximum would have a bound at least as large and come first.
     """
 
     def __init__(self, s, model_of, a, budgets: ZipBudgets, group_of):
@@ -111,13 +117,12 @@ class _GreedyZip:
         self.masked = np.zeros(m, dtype=np.int64)  # row r has -inf at graveyard[:masked[r]]
         self.parent = np.arange(m)
         self.new = np.empty(m)
-        self.flags = np.empty((2, m), dtype=bool)
         self._model_masks: dict[int, np.ndarray] = {}
         for origin in budgets.closed_models:
             _ban_within(s, np.flatnonzero(self.model_of == origin))
         for origin in budgets.closed_groups if self.group_of is not None else ():
             _ban_within(s, np.flatnonzero(self.group_of == origin))
-        self.row_max = s.max(axis=1)
+        self.bound = s.max(axis=1)
 
     def run(self, merges: int) -> tuple[np.ndarray, list[float]]:
         """Make `merges` merges; return (rep, values) as `greedy_zip`."""
@@ -138,16 +143,21 @@ class _GreedyZip:
         return row
 
     def _pick(self) -> tuple[int, int]:
-        i = int(np.argmax(self.row_max))
-        if self.row_max[i] == _NEG:  # nothing admissible left: merge the first two live units
-            i, j = np.flatnonzero(~self.dead)[:2]
-            return int(i), int(j)
-        j = int(np.argmax(self._row(i)))
-        return min(i, j), max(i, j)
+        bound = self.bound
+        while True:
+            i = int(np.argmax(bound))
+            if bound[i] == _NEG:  # nothing admissible left: merge the first two live units
+                i, j = np.flatnonzero(~self.dead)[:2]
+                return int(i), int(j)
+            row = self._row(i)
+            j = int(np.argmax(row))
+            if row[j] == bound[i]:
+                return min(i, j), max(i, j)
+            bound[i] = row[j]  # the bound was loose: tighten it and look again
 
     def _merge(self, i: int, j: int) -> float:
-        """Merge unit j into unit i; update s, the row maxima and the budgets; return s[i, j]."""
-        s, row_max, new = self.s, self.row_max, self.new
+        """Merge unit j into unit i; update s, the bounds and the budgets; return s[i, j]."""
+        new = self.new
         row_i, row_j = self._row(i), self._row(j)
         value = float(row_i[j])
         np.minimum(row_i, row_j, out=new)  # new[i] = new[j] = -inf: the diagonal is -inf
@@ -156,21 +166,13 @@ class _GreedyZip:
         else:
             np.copyto(new, _NEG, where=self._model_mask(i))
             np.copyto(new, _NEG, where=self._model_mask(j))
-        # rows whose maximum sat at column i (and fell) or at column j: rescanned below
-        stale, scratch = self.flags
-        np.equal(row_i, row_max, out=stale)
-        stale &= np.less(new, row_i, out=scratch)
-        stale |= np.equal(row_j, row_max, out=scratch)
-        stale &= np.greater(row_max, _NEG, out=scratch)
-        stale[[i, j]] = False
-        np.maximum(row_max, new, out=row_max)
-        row_max[i], row_max[j] = new.max(), _NEG
+        np.maximum(self.bound, new, out=self.bound)
+        self.bound[i], self.bound[j] = new.max(), _NEG
         self.dead[j], self.parent[j], self.graveyard[self.n_dead] = True, i, j
         self.n_dead += 1
         self.masked[i] = self.n_dead
-        s[i] = new
-        s[:, i] = new
-        self._rescan(np.flatnonzero(stale))
+        self.s[i] = new
+        self.s[:, i] = new
         self._spend(i, j)
         return value
 
@@ -180,56 +182,68 @@ class _GreedyZip:
             self._model_masks[origin] = self.model_of == origin
         return self._model_masks[origin]
 
-    def _rescan(self, rows: np.ndarray) -> None:
-        """Recompute row_max for `rows` (live units), a block of rows at a time."""
-        for r in rows.tolist():
-            self.row_max[r] = self._row(r).max()
-
     def _spend(self, i: int, j: int) -> None:
-        """Spend the budgets of a within-model/-group merge; ban a model/group that closes."""
+        """Spend the budgets of a within-model/-group merge; ban a model/group that closes.
+
+        A ban only lowers entries, so the bounds stay valid."""
         origin = int(self.model_of[i])
         if origin == self.model_of[j] and self.budgets.spend_model(origin):
-            self._rescan(
-                _ban_within(self.s, np.flatnonzero(~self.dead & (self.model_of == origin)))
-            )
+            _ban_within(self.s, np.flatnonzero(~self.dead & (self.model_of == origin)))
         if self.group_of is None or self.group_of[i] != self.group_of[j]:
             return
         if self.budgets.spend_group(int(self.group_of[i])):
             group = self.group_of == self.group_of[i]
-            self._rescan(_ban_within(self.s, np.flatnonzero(~self.dead & group)))
+            _ban_within(self.s, np.flatnonzero(~self.dead & group))
 
 
-def _ban_within(s: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Set the similarity between every two of the units `idx` to -inf; return idx."""
+def _ban_within(s: np.ndarray, idx: np.ndarray) -> None:
+    """Set the similarity between every two of the units `idx` to -inf."""
     for start in range(0, len(idx), _TILE):
         s[idx[start : start + _TILE, None], idx] = _NEG
-    return idx
 
 
-def symmetrized(S: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(S + Sᵀ)/2 as float64, computed tile by tile into `out` (a new array if None).
+def _symmetrize(S: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(S + Sᵀ)/2 as float64, tile by tile into `out` (a new array if None; may be S itself).
 
-    `out` may be S itself (float64, C-contiguous): then S is symmetrised in place. Each entry
-    is (S[i, j] + S[j, i]) / 2 exactly as the whole-matrix expression computes it.
+    Each entry is (S[i, j] + S[j, i]) / 2 exactly as the whole-matrix expression computes it. An
+    exactly symmetric S is that already (x + x does not round, and halving it gives x back, when
+    |x| < 2^1023), so it is only copied.
     """
     if S.dtype != np.float64:  # the expression in S's own precision, as it always was
         return np.asarray((S + S.T) / 2, dtype=np.float64)
-    m = S.shape[0]
     if out is None:
-        out = np.empty((m, m))
+        out = np.empty(S.shape)
+    if _is_symmetric(S):
+        if out is not S:
+            np.copyto(out, S)
+        return out
     tile = np.empty((_TILE, _TILE))
+    for upper, lower in _tile_pairs(S.shape[0]):
+        t = tile[: upper[0].stop - upper[0].start, : upper[1].stop - upper[1].start]
+        np.add(S[upper], S[lower].T, out=t)
+        t /= 2
+        out[upper] = t
+        out[lower] = t.T
+    return out
+
+
+def _tile_pairs(m: int):
+    """(upper, lower) index pairs of the tiles on and above the diagonal and their mirrors."""
     for r0 in range(0, m, _TILE):
         for c0 in range(r0, m, _TILE):
-            upper, lower = (
-                np.s_[r0 : r0 + _TILE, c0 : c0 + _TILE],
-                np.s_[c0 : c0 + _TILE, r0 : r0 + _TILE],
-            )
-            t = tile[: min(_TILE, m - r0), : min(_TILE, m - c0)]
-            np.add(S[upper], S[lower].T, out=t)
-            t /= 2
-            out[upper] = t
-            out[lower] = t.T
-    return out
+            rows, cols = slice(r0, min(r0 + _TILE, m)), slice(c0, min(c0 + _TILE, m))
+            yield (rows, cols), (cols, rows)
+
+
+def _is_symmetric(S: np.ndarray) -> bool:
+    """Whether S == Sᵀ exactly with every |entry| < 2^1023 (stops at the first tile that fails)."""
+    for upper, lower in _tile_pairs(S.shape[0]):
+        block = S[upper]
+        if not (-_HALF_MAX < block.min() and block.max() < _HALF_MAX):
+            return False
+        if not np.array_equal(block, S[lower].T):
+            return False
+    return True
 
 
 def match_from_clusters(assign: np.ndarray, n_merged: int, N: int) -> Match:
@@ -277,7 +291,7 @@ def zip_match(
     to_remove = total - target
     budgets = ZipBudgets(model=np.full(N, int((to_remove // N) * b + 1e-4)))
     model_of = np.repeat(np.arange(N), n)
-    s = symmetrized(S, out=_working_buffer(S, overwrite) if overwrite else None)
+    s = _symmetrize(S, out=_working_buffer(S, overwrite) if overwrite else None)
     rep, values = greedy_zip(s, model_of, to_remove, a, budgets, overwrite=True)
     del s
     reps, assign = np.unique(rep, return_inverse=True)
