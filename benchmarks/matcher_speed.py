@@ -10,13 +10,14 @@ Sizes are units per model n (the matrix is 2n x 2n, float64: 1.2 GB at n = 6,144
 has a 768-unit residual stream, 3,072-unit MLPs and 12 heads x 64; a ~1B Llama 2,048/5,632-6,144
 and 16+ heads x 128.
 
-Per case: seconds (the fastest of `--repeats` calls, wall clock) and the peak of memory
-allocated during a call above what was allocated before it (tracemalloc, a separate call: numpy
-reports its buffers to it), the returned Match included, in MiB and as a multiple of the size
-of S. Before the first case the process writes and frees `--warm-gb` GB once: on a virtual
-machine the first touch of memory the guest has never used costs several seconds per GB, which
-would otherwise be charged to whichever case allocates first. Prints the command, machine and a
-Markdown table.
+Per case: seconds of the fastest of `--repeats` calls, as wall clock and as CPU time of the
+process (with one thread they agree on an idle machine; CPU time is the steadier figure on a
+busy one), and the peak of memory allocated during one more call above what was allocated
+before it (tracemalloc: numpy reports its buffers to it), the returned Match included, in MiB
+and as a multiple of the size of S. Before the first case the process writes and frees
+`--warm-gb` GB once: on a virtual machine the first touch of memory the guest has never used
+costs seconds per GB, which would otherwise be charged to whichever case allocates first.
+Prints the command, machine and a Markdown table.
 """
 
 from __future__ import annotations
@@ -81,21 +82,23 @@ def cases(sizes: list[int], matchers: list[str]) -> list[tuple[str, str, int, Ca
     return out
 
 
-def measure(fn: Callable, S: np.ndarray, repeats: int = 1) -> tuple[float, float]:
-    """(seconds of the fastest of `repeats` calls, peak MiB allocated during one more call)."""
-    seconds = np.inf
+def measure(fn: Callable, S: np.ndarray, repeats: int = 1) -> tuple[float, float, float]:
+    """(wall and CPU seconds of the fastest of `repeats` calls, peak MiB allocated during one
+    more call)."""
+    wall = cpu = np.inf
     for _ in range(repeats):
         gc.collect()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn(S)
-        seconds = min(seconds, time.perf_counter() - start)
+        wall = min(wall, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     fn(S)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
-    return seconds, peak / 2**20
+    return wall, cpu, peak / 2**20
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,16 +121,17 @@ def main(argv: list[str] | None = None) -> None:
     for name, shape, groups, fn in cases(sizes, matchers):
         n = int(np.prod([int(p) for p in shape.split(" x ")]))
         S = similarity(n, groups, args.samples)
-        seconds, peak = measure(fn, S, args.repeats)
-        rows.append(
-            f"| {name} | {shape} | {seconds:.2f} | {peak:.0f} | {peak * 2**20 / S.nbytes:.2f} |"
-        )
+        wall, cpu, peak = measure(fn, S, args.repeats)
+        ratio = peak * 2**20 / S.nbytes
+        rows.append(f"| {name} | {shape} | {wall:.2f} | {cpu:.2f} | {peak:.0f} | {ratio:.2f} |")
         print(rows[-1], file=sys.stderr, flush=True)
         del S
     print(f"`{' '.join(['python -m benchmarks.matcher_speed'] + sys.argv[1:])}`")
     print(f"{datetime.date.today()}; {machine()}; BLAS threads: {blas_threads()}\n")
-    print("| matcher | units per model | seconds | peak extra MiB | peak / size of S |")
-    print("|---|---|---|---|---|")
+    print(
+        "| matcher | units per model | seconds | CPU seconds | peak extra MiB | peak / size of S |"
+    )
+    print("|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
