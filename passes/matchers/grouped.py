@@ -66,16 +66,17 @@ def _block_scores(cross: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarra
     og = cross.shape[0] // groups
     blocks = cross.reshape(groups, og, groups, og).transpose(0, 2, 1, 3)
     cols = np.zeros((groups, groups, og), dtype=np.int64)
-    if og > 1:  # a 1×1 LAP has one answer
-        # negated once into contiguous blocks: the LAP solver then neither copies nor negates
-        costs = np.negative(blocks, out=np.empty(blocks.shape))
-        for j in range(groups):
-            for k in range(groups):
-                rows, cols[j, k] = linear_sum_assignment(costs[j, k])
-                if not np.array_equal(rows, np.arange(og)):
-                    raise AssertionError("linear_sum_assignment returned rows out of order")
+    for j in range(groups if og > 1 else 0):  # a 1×1 LAP has one answer
+        # negated into contiguous blocks, a block row at a time: the solver neither copies nor
+        # negates (maximize=True would)
+        costs = np.negative(blocks[j], out=np.empty(blocks.shape[1:]))
+        for k in range(groups):
+            rows, cols[j, k] = linear_sum_assignment(costs[k])
+            if not np.array_equal(rows, np.arange(og)):
+                raise AssertionError("linear_sum_assignment returned rows out of order")
     grid = np.ix_(range(groups), range(groups), range(og))
-    return blocks[grid[0], grid[1], grid[2], cols].mean(axis=-1), cols
+    scores = blocks[grid[0], grid[1], grid[2], cols].mean(axis=-1)
+    return np.asarray(scores, dtype=np.float64), cols
 
 
 def pair_groups(blocks: list[np.ndarray], N: int, groups: int) -> GroupPairing:

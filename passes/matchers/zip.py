@@ -5,9 +5,10 @@ unit's similarity to every other unit is the minimum of its parts' (complete lin
 Each model may spend only `int((to_remove // N) · b)` merges within itself; after that its units
 can only merge with other models' units.
 
-The greedy search works in one (m, m) float64 buffer in place and touches O(m) entries per merge:
-cached row maxima find the next pair, rows (not columns) are read, and a dead unit's column is
-masked when a row is read instead of being cleared in every row.
+The greedy search works in place in one (m, m) float64 buffer and touches O(m) entries per merge:
+upper bounds on the row maxima find the next pair (a row is rescanned only when it comes up),
+rows are read and never columns, and a dead unit's column is masked when a row is next read
+rather than cleared in every row; the one column written per merge is the merged unit's.
 """
 
 from __future__ import annotations
