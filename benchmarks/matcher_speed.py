@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import os
 import sys
 import time
 import tracemalloc
@@ -101,7 +102,7 @@ def measure(fn: Callable, S: np.ndarray, repeats: int = 1) -> tuple[float, float
     return wall, cpu, peak / 2**20
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="units per model")
     parser.add_argument(
@@ -127,13 +128,15 @@ def main(argv: list[str] | None = None) -> None:
         print(rows[-1], file=sys.stderr, flush=True)
         del S
     print(f"`{' '.join(['python -m benchmarks.matcher_speed'] + sys.argv[1:])}`")
-    print(f"{datetime.date.today()}; {machine()}; BLAS threads: {blas_threads()}\n")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{datetime.date.today()}; {machine()}; BLAS threads: {blas_threads()}; load {load}\n")
     print(
         "| matcher | units per model | seconds | CPU seconds | peak extra MiB | peak / size of S |"
     )
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
