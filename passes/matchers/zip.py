@@ -86,9 +86,13 @@ def greedy_zip(
 
 def _working_buffer(sims: np.ndarray, overwrite: bool) -> np.ndarray:
     """sims itself when it may be overwritten and is float64 C-contiguous, else a copy."""
-    if overwrite and sims.dtype == np.float64 and sims.flags.c_contiguous:
+    if overwrite and _is_work_buffer(sims):
         return sims
     return np.array(sims, dtype=np.float64, order="C")
+
+
+def _is_work_buffer(a: np.ndarray) -> bool:
+    return a.dtype == np.float64 and a.flags.c_contiguous and a.flags.writeable
 
 
 class _GreedyZip:
@@ -292,7 +296,7 @@ def zip_match(
     to_remove = total - target
     budgets = ZipBudgets(model=np.full(N, int((to_remove // N) * b + 1e-4)))
     model_of = np.repeat(np.arange(N), n)
-    s = _symmetrize(S, out=_working_buffer(S, overwrite) if overwrite else None)
+    s = _symmetrize(S, out=S if overwrite and _is_work_buffer(S) else None)
     rep, values = greedy_zip(s, model_of, to_remove, a, budgets, overwrite=True)
     del s
     reps, assign = np.unique(rep, return_inverse=True)
