@@ -74,8 +74,8 @@ def greedy_zip(
 
     Takes sims (m, m) symmetric, model_of/group_of (m,) the origin model and global group of
     each unit, the number of merges, the linkage factor a and the budgets (spent in place).
-    sims is copied unless `overwrite` (then a float64 C-contiguous sims is the working buffer
-    and its contents are destroyed). Returns (rep, values): rep[u] is the index of the unit that
+    sims is copied unless `overwrite` (then a writeable float64 C-contiguous sims is the working
+    buffer and its contents are destroyed). Returns (rep, values): rep[u] is the index of the unit that
     represents u's cluster (its lowest index), values[k] the similarity at pick k. A merged unit
     keeps the origin model and group of its representative.
     """
@@ -92,6 +92,7 @@ def _working_buffer(sims: np.ndarray, overwrite: bool) -> np.ndarray:
 
 
 def _is_work_buffer(a: np.ndarray) -> bool:
+    """Whether `a` can serve as the working buffer in place."""
     return a.dtype == np.float64 and a.flags.c_contiguous and a.flags.writeable
 
 
@@ -279,8 +280,8 @@ def zip_match(
     Takes S (N·n, N·n) (symmetrised as (S + Sᵀ)/2, which leaves a symmetric S unchanged), the
     model count N, the reduction r (default 1 - 1/N: n merged units), the linkage factor a (a ≤ 0
     bans a merged unit against every unit of both origin models) and the within-model budget
-    factor b. With `overwrite`, a float64 C-contiguous S is the working buffer (its contents are
-    destroyed; saves one copy of S). Returns a Match whose columns are ordered by each cluster's
+    factor b. With `overwrite`, a writeable float64 C-contiguous S is the working buffer (its
+    contents are destroyed; saves one copy of S). Returns a Match whose columns are ordered by each cluster's
     lowest stacked unit and whose score is the mean similarity at each pick.
 
     Example:
