@@ -76,8 +76,7 @@ def _identity(program: Program, name: str, n_models: int) -> Assignment:
 
 
 def _from_match(match: Match, zipped: bool) -> Assignment:
-    targets = [u.argmax(axis=1) for u in match.unmerge]
-    return Assignment.from_targets(targets, match.score, zipped, match.n_merged)
+    return Assignment.from_targets(match.targets, match.score, zipped, match.n_merged)
 
 
 def _keep_unchanged(current: dict, result: dict) -> dict:

@@ -33,16 +33,15 @@ def match_from_permutations(columns: list[np.ndarray], score: float) -> Match:
     columns[0] is normally the identity. U_i is the 0/1 permutation matrix with
     U_i[columns[i][j], j] = 1 and M_i = U_i / N, so Σ_i M_iᵀ x_i is the mean of matched units.
     """
-    N = len(columns)
-    merge, unmerge = [], []
+    targets = []
     for cols in columns:
         n = len(cols)
         if not np.array_equal(np.sort(cols), np.arange(n)):
             raise ValueError("columns must be a permutation of the units")
-        for out, value in ((unmerge, 1.0), (merge, 1.0 / N)):  # merge = unmerge / N
-            out.append(np.zeros((n, n)))
-            out[-1][cols, np.arange(n)] = value
-    return Match(merge=merge, unmerge=unmerge, score=score)
+        target = np.empty(n, dtype=np.int64)
+        target[cols] = np.arange(n)  # unit cols[j] goes to merged unit j
+        targets.append(target)
+    return Match(targets=tuple(targets), n_merged=len(columns[0]), score=score)
 
 
 def permute_match(S: np.ndarray, N: int) -> Match:

@@ -257,13 +257,8 @@ def match_from_clusters(assign: np.ndarray, n_merged: int, N: int) -> Match:
 
     U = the 0/1 assignment, M = U / (column sums + 1e-5), split into N row blocks.
     """
-    units = np.arange(len(assign))
-    P = np.zeros((len(assign), n_merged))
-    P[units, assign] = 1.0
-    sizes = np.bincount(assign, minlength=n_merged).astype(np.float64)  # = P.sum(axis=0)
-    M = np.zeros((len(assign), n_merged))
-    M[units, assign] = 1.0 / (sizes[assign] + 1e-5)
-    return Match(merge=np.split(M, N), unmerge=np.split(P, N), score=0.0)
+    targets = tuple(np.asarray(t, dtype=np.int64) for t in np.split(np.asarray(assign), N))
+    return Match(targets=targets, n_merged=n_merged, score=0.0, eps=1e-5)
 
 
 def zip_match(

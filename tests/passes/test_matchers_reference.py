@@ -96,7 +96,7 @@ def _match_from_assignment(assign: np.ndarray, n_merged: int, N: int, values) ->
     M = U / (U.sum(axis=0, keepdims=True) + 1e-5)
     finite = [v for v in values if np.isfinite(v)]
     score = float(np.mean(finite)) if finite else 0.0
-    return Match(merge=np.split(M, N), unmerge=np.split(U, N), score=score)
+    return Match.from_dense(merge=np.split(M, N), unmerge=np.split(U, N), score=score)
 
 
 def _reference_zip(S, N, a, b):
