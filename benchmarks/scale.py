@@ -32,7 +32,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -42,22 +41,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.scale_table import STAGES, header, markdown, save, time_row
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 GB = 2**30
 
-STAGES = [
-    "trace",
-    "annotate_axes",
-    "infer_groups",
-    "verify_groups",
-    "plan_merge",
-    "reset_bn",
-    "collect_features",
-    "solve_groups",
-    "rewrite",
-    "build_module",
-]
 # name -> (gm.merge method, options)
 METHODS: dict[str, tuple[str, dict]] = {
     "mudsc_zip": ("mudsc", {"matcher": "zip"}),
@@ -72,7 +61,7 @@ DEFAULT_PAIRS = ("gpt2", "bert", "llama", "resnet50", "resnet20x4")
 # attribute names a memory plan's estimate (bytes) may go by, tried in order
 PLAN_FIELDS = ("estimate_bytes", "estimated_bytes", "total_bytes", "peak_bytes", "bytes")
 
-__all__ = ["METHODS", "STAGES", "Case", "cases", "markdown", "measure", "run", "run_case"]
+__all__ = ["METHODS", "STAGES", "Case", "cases", "markdown", "measure", "run", "run_case", "save"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +105,7 @@ class _Watch(threading.Thread):
         super().__init__(daemon=True)
         self.status_path, self.cap, self.interval = status_path, cap, interval
         self.phase, self.peak, self.t0 = "start", 0, time.perf_counter()
+        self.info: dict = {}  # what is known of the case so far (params, floor, ...)
         self.main = threading.main_thread().ident
         self.stop = threading.Event()
 
@@ -136,11 +126,10 @@ class _Watch(threading.Thread):
     def write(self, rss: int, status: str | None = None) -> None:
         if not self.status_path:
             return
-        stage, where = _running_pass(self.main)
         record = {
+            **self.info,
+            **_running_pass(self.main),
             "phase": self.phase,
-            "stage": stage,
-            "where": where,
             "rss": rss,
             "peak": self.peak,
             "elapsed": time.perf_counter() - self.t0,
@@ -152,21 +141,31 @@ class _Watch(threading.Thread):
         os.replace(tmp, self.status_path)
 
 
-def _running_pass(thread_id: int | None) -> tuple[str | None, str | None]:
-    """(name of the pass `run_passes` is running in that thread, innermost graphmerge frame as
-    'file:function:line'), each None when not found."""
+def _library_dirs() -> tuple[str, ...]:
+    """The folders of graphmerge and its passes, once imported."""
+    mods = [sys.modules.get(n) for n in ("graphmerge", "graphmerge.passes")]
+    return tuple(str(Path(m.__file__).parent) + os.sep for m in mods if m and m.__file__)
+
+
+def _running_pass(thread_id: int | None) -> dict:
+    """Where that thread is in a merge: {"stage": the pass `run_passes` is running, "where":
+    the innermost frame in graphmerge or its passes ('folder/file.py:function:line'), "stage_s":
+    seconds of the passes already done}; an empty dict outside a merge."""
     frame = sys._current_frames().get(thread_id)
-    stage = where = None
+    dirs, out = _library_dirs(), {}
     while frame is not None:
         code = frame.f_code
-        parts = Path(code.co_filename).parts
-        if where is None and ("graphmerge" in parts or "passes" in parts):
-            where = f"{'/'.join(parts[-2:])}:{code.co_name}:{frame.f_lineno}"
-        if code.co_name == "run_passes" and stage is None:
-            step = frame.f_locals.get("p")
-            stage = getattr(step, "name", None)
+        if "where" not in out and code.co_filename.startswith(dirs):
+            out["where"] = "/".join(Path(code.co_filename).parts[-2:])
+            out["where"] += f":{code.co_name}:{frame.f_lineno}"
+        if code.co_name == "run_passes" and "stage" not in out:
+            local = frame.f_locals
+            out["stage"] = getattr(local.get("p"), "name", None)
+            program = local.get("program")
+            timings, spans = getattr(program, "timings", {}), getattr(program, "spans", {})
+            out["stage_s"] = {k: float(v) for k, v in dict(timings).items() if k in spans}
         frame = frame.f_back
-    return stage, where
+    return out
 
 
 def _call(model, batch):
@@ -224,35 +223,39 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
     from benchmarks.scale_models import build_pair, calibration
 
     watch = watch or _Watch(None, None)
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    watch.phase = "build models"
-    models = build_pair(case.pair, case.size)
-    batches = calibration(case.pair, case.size, case.tokens)
-    watch.phase = "forward floor"
-    floors = forward_floor(models, batches)
-    gc.collect()
-    method, options = METHODS[case.method]
-    watch.phase = "merge"
-    with RSSSampler(interval=0.01) as rss:
-        start = time.perf_counter()
-        _, program = gm.merge(
-            models,
-            batches,
-            method=method,
-            return_program=True,
-            progress=False,
-            reset_bn=case.reset_bn,
-            **options,
-        )
-        total = time.perf_counter() - start
-    watch.phase = "done"
+    try:
+        watch.phase = "build models"
+        models = build_pair(case.pair, case.size)
+        batches = calibration(case.pair, case.size, case.tokens)
+        watch.info = _describe(case, models, batches, threads)
+        watch.phase = "forward floor"
+        floors = forward_floor(models, batches)
+        watch.info.update(floor_s=sum(floors), floor_per_model_s=floors)
+        gc.collect()
+        method, options = METHODS[case.method]
+        watch.phase = "merge"
+        with RSSSampler(interval=0.01) as rss:
+            start = time.perf_counter()
+            _, program = gm.merge(
+                models,
+                batches,
+                method=method,
+                return_program=True,
+                progress=False,
+                reset_bn=case.reset_bn,
+                **options,
+            )
+            total = time.perf_counter() - start
+        watch.phase = "done"
+    finally:
+        torch.set_num_threads(threads_before)
     base = rss.start_rss or 0
     mem = rss.per_stage(program.spans)
     return {
-        **_describe(case, models, batches, threads),
+        **watch.info,
         "status": "ok",
-        "floor_s": sum(floors),
-        "floor_per_model_s": floors,
         "stage_s": {k: float(v) for k, v in program.timings.items() if k in program.spans},
         "counters": {k: v for k, v in program.timings.items() if k not in program.spans},
         "stage_rss": {k: base + v * 2**20 for k, v in mem.items() if k != "peak"},
@@ -267,13 +270,13 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
 
 def _describe(case: Case, models, batches, threads: int) -> dict:
     first = batches[0]["input_ids"] if isinstance(batches[0], dict) else batches[0]
-    unit = "tokens" if isinstance(batches[0], dict) else "images"
     shape = "x".join(str(d) for d in first.shape[1:])
+    unit = f"sequences of {shape} token ids" if first.dim() == 2 else f"images {shape}"
     return {
         **dataclasses.asdict(case),
         "params": sum(p.numel() for p in models[0].parameters()),
         "weights_bytes": weights_bytes(models),
-        "calibration": f"{len(batches)} x {first.shape[0]} x {shape} {unit}",
+        "calibration": f"{len(batches)} batches of {first.shape[0]} {unit}",
         "threads": threads,
     }
 
@@ -365,7 +368,10 @@ def _failure(case: Case, code, threads: int, elapsed: float, status: dict, log: 
     else:
         kind = "error"
     lines = [line for line in log.splitlines() if line.strip()]
+    meta = ("phase", "stage", "where", "status", "rss", "peak", "elapsed")
+    known = {k: v for k, v in status.items() if k not in meta}
     return {
+        **known,
         **dataclasses.asdict(case),
         "threads": threads,
         "status": kind,
@@ -377,120 +383,6 @@ def _failure(case: Case, code, threads: int, elapsed: float, status: dict, log: 
         "peak_rss": status.get("peak"),
         "elapsed_s": elapsed,
     }
-
-
-# --- the table ----------------------------------------------------------------------------------
-
-
-def _gb(n) -> str:
-    return "—" if n is None else f"{n / GB:.2f}"
-
-
-def _params(n: int | None) -> str:
-    if n is None:
-        return "—"
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.0f}k"
-
-
-def _sec(s) -> str:
-    return "—" if s is None else f"{s:.2f}" if s < 10 else f"{s:.0f}"
-
-
-def _ratio(a, b) -> str:
-    return "—" if a is None or not b else f"{a / b:.2f}×"
-
-
-def _label(row: dict) -> str:
-    """The pair's name, its size unless full, and for conv nets whether BatchNorm is reset."""
-    from benchmarks.scale_models import PAIRS
-
-    size = "" if row["size"] == "full" else f" ({row['size']})"
-    if PAIRS[row["pair"]].kind != "images":
-        return row["pair"] + size
-    return f"{row['pair']}{size}, bn {'reset' if row['reset_bn'] else 'kept'}"
-
-
-def _time_row(row: dict) -> str:
-    stages = row.get("stage_s", {})
-    floor, total = row.get("floor_s"), row.get("total_s")
-    peak, weights = row.get("peak_rss"), row.get("weights_bytes")
-    cells = [
-        _label(row),
-        row["method"],
-        row["status"],
-        _params(row.get("params")),
-        _gb(weights),
-        _sec(floor),
-        *[_sec(stages.get(s)) for s in STAGES],
-        _sec(total),
-        _ratio(total, floor),
-        _gb(row.get("rss_before")),
-        _gb(peak),
-        _ratio(peak, weights),
-        _gb(row.get("plan_bytes")),
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
-def _stage_row(row: dict) -> str:
-    stages, rss, floor = row.get("stage_s", {}), row.get("stage_rss", {}), row.get("floor_s")
-    cells = [
-        f"{_ratio(stages.get(s), floor)} · {_gb(rss.get(s))}" if s in stages else "—"
-        for s in STAGES
-    ]
-    return f"| {_label(row)} | {row['method']} | " + " | ".join(cells) + " |"
-
-
-def _failure_line(row: dict) -> str:
-    where = f" ({row['where']})" if row.get("where") else ""
-    text = (
-        f"- {_label(row)}, {row['method']}: **{row['status']}** after "
-        f"{row['elapsed_s']:.0f} s in {row.get('reached') or '?'}{where}, "
-        f"RSS {_gb(row.get('rss_at_end'))} GB (peak {_gb(row.get('peak_rss'))} GB)"
-    )
-    return text + (f": `{row['error']}`" if row.get("error") else "")
-
-
-TIME_COLUMNS = (
-    ["pair", "method", "status", "params", "weights GB", "floor s"]
-    + STAGES
-    + ["total s", "total/floor", "RSS before GB", "peak RSS GB", "peak/weights", "plan GB"]
-)
-
-
-def markdown(rows: list[dict], header: str = "") -> str:
-    """The Markdown tables: seconds per stage (and totals, memory), then per stage the ratio
-    to the floor and the peak RSS, then the cases that did not finish."""
-    lines = [header, ""] if header else []
-    lines += ["| " + " | ".join(TIME_COLUMNS) + " |", "|" + "---|" * len(TIME_COLUMNS)]
-    lines += [_time_row(r) for r in rows]
-    lines += ["", "Per stage: time / floor · peak RSS GB of the process during the stage", ""]
-    lines += ["| pair | method | " + " | ".join(STAGES) + " |", "|" + "---|" * (len(STAGES) + 2)]
-    lines += [_stage_row(r) for r in rows if r["status"] == "ok"]
-    failed = [_failure_line(r) for r in rows if r["status"] != "ok"]
-    if failed:
-        lines += ["", "Did not finish:", ""] + failed
-    calib = sorted({f"{r['pair']}: {r['calibration']}" for r in rows if r.get("calibration")})
-    if calib:
-        lines += ["", "Calibration data: " + "; ".join(calib) + "."]
-    return "\n".join(lines)
-
-
-def header(argv: str, threads: int, max_rss: int | None, timeout: float) -> str:
-    """The table's header line: command, date, machine, torch, threads, limits."""
-    import transformers
-
-    from benchmarks.trace_depth import machine
-
-    return (
-        f"`python -m benchmarks.scale {argv}`".replace(" `", "`")
-        + f" on {datetime.date.today()}, {platform.node() or 'this machine'}: {machine()}; "
-        f"transformers {transformers.__version__}; {threads} thread(s) (torch.set_num_threads "
-        f"and OMP_NUM_THREADS); timeout {timeout:.0f} s and RSS cap {_gb(max_rss)} GB per case. "
-        "Seconds are wall clock on a machine shared with other jobs: noisy. The floor is the "
-        "eager forward passes of both models over the calibration data, timed in the same "
-        "process right before the merge."
-    )
 
 
 def run(
@@ -506,8 +398,9 @@ def run(
     for case in todo:
         log(f"{case.pair} ({case.size}) {case.method} reset_bn={case.reset_bn} ...")
         row = run_case(case, threads, timeout, max_rss) if isolate else measure(case, threads)
+        row["date"] = str(datetime.date.today())
         rows.append(row)
-        log(f"  {row['status']}: {_time_row(row)}")
+        log(f"  {row['status']}: {time_row(row)}")
     return rows
 
 
@@ -535,15 +428,11 @@ def main(argv=None) -> None:
     cap = int(args.max_rss * GB) if args.max_rss else (avail - GB if avail else None)
     text = " ".join(sys.argv[1:] if argv is None else argv)
     rows = run(todo, args.threads, args.timeout, cap, log=lambda m: print(m, file=sys.stderr))
-    table = markdown(rows, header(text, args.threads, cap, args.timeout))
-    print(table)
+    top = header(text, args.threads, cap, args.timeout)
+    print(markdown(rows, top))
     if args.write:
-        name = "scale" if size == "full" else f"{size}_scale"
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{name}.md").write_text(table + "\n")
-        (RESULTS / f"{name}.json").write_text(
-            json.dumps({"header": table.split("\n")[0], "rows": rows}, indent=1)
-        )
+        path = save(rows, top, RESULTS / ("scale" if size == "full" else f"{size}_scale"))
+        print(f"wrote {path} and its .json", file=sys.stderr)
 
 
 if __name__ == "__main__":
