@@ -216,6 +216,7 @@ def plan_estimate(program) -> int | None:
 def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
     """Build the pair, time the forward floor, merge under the RSS sampler; returns the row
     (see `markdown` for the fields it shows). Runs in the calling process."""
+    method, options = METHODS[case.method]  # before the imports: a bad key fails at once
     import torch
 
     import graphmerge as gm
@@ -234,7 +235,6 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
         floors = forward_floor(models, batches)
         watch.info.update(floor_s=sum(floors), floor_per_model_s=floors)
         gc.collect()
-        method, options = METHODS[case.method]
         watch.phase = "merge"
         with RSSSampler(interval=0.01) as rss:
             start = time.perf_counter()
