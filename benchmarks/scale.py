@@ -232,6 +232,7 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
         batches = calibration(case.pair, case.size, case.tokens)
         watch.info = _describe(case, models, batches, threads)
         watch.phase = "forward floor"
+        watch.info["loadavg"] = [os.getloadavg()[0]]
         floors = forward_floor(models, batches)
         watch.info.update(floor_s=sum(floors), floor_per_model_s=floors)
         gc.collect()
@@ -249,6 +250,7 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
             )
             total = time.perf_counter() - start
         watch.phase = "done"
+        watch.info["loadavg"].append(os.getloadavg()[0])
     finally:
         torch.set_num_threads(threads_before)
     base = rss.start_rss or 0
@@ -420,7 +422,14 @@ def main(argv=None) -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--max-rss", type=float, default=None, help="GB per case")
     parser.add_argument("--write", action="store_true", help="save to benchmarks/results/")
+    parser.add_argument(
+        "--render", type=Path, default=None, metavar="JSON", help="rewrite JSON's .md and exit"
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        saved = json.loads(args.render.read_text())
+        print(save(saved["rows"], saved["header"], args.render.with_suffix(""), keep=False))
+        return
     size = args.size or ("quick" if args.quick else "full")
     tokens = tuple(int(n) for n in args.tokens.lower().split("x")) if args.tokens else None
     todo = cases(args.pairs.split(","), args.methods.split(","), size, tokens)
@@ -428,7 +437,7 @@ def main(argv=None) -> None:
     cap = int(args.max_rss * GB) if args.max_rss else (avail - GB if avail else None)
     text = " ".join(sys.argv[1:] if argv is None else argv)
     rows = run(todo, args.threads, args.timeout, cap, log=lambda m: print(m, file=sys.stderr))
-    top = header(text, args.threads, cap, args.timeout)
+    top = header(text, args.threads, cap, args.timeout, rows)
     print(markdown(rows, top))
     if args.write:
         path = save(rows, top, RESULTS / ("scale" if size == "full" else f"{size}_scale"))

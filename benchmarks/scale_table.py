@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -121,19 +122,39 @@ def markdown(rows: list[dict], header: str = "") -> str:
     return "\n".join(lines)
 
 
-def header(argv: str, threads: int, max_rss: int | None, timeout: float) -> str:
-    """The table's header line: command, date, machine, torch, threads, limits."""
+def machine() -> str:
+    """CPU model, cores, memory, OS, Python, torch and transformers versions."""
+    import torch
     import transformers
 
-    from benchmarks.trace_depth import machine
+    cpu, mem = platform.processor() or platform.machine(), "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+        with open("/proc/meminfo") as f:
+            mem = f"{int(next(ln for ln in f if ln.startswith('MemTotal')).split()[1]) / 2**20:.0f}"
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem} GB; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
 
+
+def header(argv: str, threads: int, max_rss: int | None, timeout: float, rows=()) -> str:
+    """The table's header line: command, date, machine, threads, limits, the load average."""
+    loads = [x for r in rows for x in r.get("loadavg", ())]
+    load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
     return (
         f"`python -m benchmarks.scale {argv}`".replace(" `", "`")
-        + f" on {datetime.date.today()}, {platform.node() or 'this machine'}: {machine()}; "
-        f"transformers {transformers.__version__}; {threads} thread(s) (torch.set_num_threads "
-        f"and OMP_NUM_THREADS); timeout {timeout:.0f} s and RSS cap {_gb(max_rss)} GB per case. "
-        "Seconds are wall clock on a machine shared with other jobs: noisy. The floor is the "
-        "eager forward passes of both models over the calibration data, timed in the same "
+        + f" on {datetime.date.today()}: {machine()}; {threads} thread(s) per merge "
+        f"(torch.set_num_threads and OMP_NUM_THREADS); timeout {timeout:.0f} s and RSS cap "
+        f"{_gb(max_rss)} GB per case; 1-minute load average {load} around the measurements "
+        "(more than the thread count means other work competed for the cores). The floor is "
+        "the eager forward passes of both models over the calibration data, timed in the same "
         "process right before the merge."
     )
 
@@ -142,23 +163,22 @@ def _key(row: dict) -> tuple:
     return (row["pair"], row["method"], row["size"], row["reset_bn"], str(row.get("tokens")))
 
 
-def save(rows: list[dict], top: str, stem: Path) -> Path:
-    """Write `stem`.json (raw rows) and `stem`.md (the tables). Rows of an earlier run in
-    `stem`.json that this run did not measure again are kept, and listed with their date and
-    header under the tables. Returns the .md path."""
-    old = (
-        json.loads(stem.with_suffix(".json").read_text())
-        if stem.with_suffix(".json").exists()
-        else {}
-    )
+def save(rows: list[dict], top: str, stem: Path, keep: bool = True) -> Path:
+    """Write `stem`.json (raw rows) and `stem`.md (the tables). With `keep`, rows of an earlier
+    run in `stem`.json that this run did not measure again are kept, and listed with their date
+    and header under the tables. Returns the .md path."""
+    old = {}
+    if keep and stem.with_suffix(".json").exists():
+        old = json.loads(stem.with_suffix(".json").read_text())
     fresh = {_key(r) for r in rows}
     kept = [r for r in old.get("rows", []) if _key(r) not in fresh]
     for r in kept:
         r.setdefault("header", old.get("header", ""))
+    earlier = [r for r in kept + rows if r.get("header", top) != top]
     table = markdown(kept + rows, top)
-    if kept:
+    if earlier:
         table += "\n\nRows measured in earlier runs:\n\n" + "\n".join(
-            f"- {label(r)}, {r['method']}: {r.get('date', '?')}: {r['header']}" for r in kept
+            f"- {label(r)}, {r['method']}: {r.get('date', '?')}: {r['header']}" for r in earlier
         )
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(table + "\n")
