@@ -17,7 +17,8 @@ whole process (models, data and libraries included: the RSS before the merge is 
 `peak/weights` is the peak RSS over the two models' float32 weights; `plan GB` is the merge
 plan's own estimate (`program.memory_plan`) when the library makes one, else "—".
 
-A case that times out, runs over the memory cap, is killed (the kernel's OOM killer) or raises
+A case that times out, runs over the memory cap, leaves the machine under `--min-free` GB
+available (default 0.75: the machine may be shared), is killed (the kernel's OOM killer) or raises
 gets a row saying so, with the stage it had reached (read from the merge's running pass), its
 RSS then, and the error's last line; the run goes on.
 
@@ -97,13 +98,17 @@ def cases(
 
 
 class _Watch(threading.Thread):
-    """Every `interval` s: this process's RSS; kills the process when it passes `cap` bytes.
+    """Every `interval` s: this process's RSS; kills the process when it passes `cap` bytes, or
+    when the machine has less than `min_free` bytes available (other processes share it).
     Every ~0.5 s (and before such a kill): writes {phase, stage, where, rss, peak, elapsed} to
     `status_path` (JSON), so that the parent can tell where a killed or timed-out case was."""
 
-    def __init__(self, status_path: str | None, cap: int | None, interval: float = 0.02):
+    def __init__(
+        self, status_path: str | None, cap: int | None, min_free: int = 0, interval: float = 0.02
+    ):
         super().__init__(daemon=True)
         self.status_path, self.cap, self.interval = status_path, cap, interval
+        self.min_free = min_free
         self.phase, self.peak, self.t0 = "start", 0, time.perf_counter()
         self.info: dict = {}  # what is known of the case so far (params, floor, ...)
         self.main = threading.main_thread().ident
@@ -116,9 +121,11 @@ class _Watch(threading.Thread):
         while not self.stop.wait(self.interval):
             rss = rss_bytes() or 0
             self.peak = max(self.peak, rss)
-            over = self.cap is not None and rss > self.cap
+            over = "memory cap" if self.cap is not None and rss > self.cap else None
+            if self.min_free and (available_bytes() or self.min_free) < self.min_free:
+                over = "machine low on memory"
             if over or time.perf_counter() - last > 0.5:
-                self.write(rss, "memory cap" if over else None)
+                self.write(rss, over)
                 last = time.perf_counter()
             if over:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -286,8 +293,8 @@ def _describe(case: Case, models, batches, threads: int) -> dict:
 def _child(argv: list[str]) -> None:
     """`python -m benchmarks.scale --child CASE_JSON RESULT STATUS THREADS CAP`: measure one
     case, write its row to RESULT."""
-    spec, result, status, threads, cap = argv
-    watch = _Watch(status, int(cap) or None)
+    spec, result, status, threads, cap, min_free = argv
+    watch = _Watch(status, int(cap) or None, int(min_free))
     watch.start()
     fields = json.loads(spec)
     tokens = fields.pop("tokens")
@@ -325,16 +332,24 @@ def available_bytes() -> int | None:
     return None
 
 
-def run_case(case: Case, threads: int = 1, timeout: float = 1800, max_rss: int | None = None):
-    """Measure `case` in a fresh subprocess; returns its row, or a row with status "timeout",
-    "memory cap", "killed" or "error" (and the stage reached, RSS then, error's last line)."""
+def run_case(
+    case: Case,
+    threads: int = 1,
+    timeout: float = 1800,
+    max_rss: int | None = None,
+    min_free: int = 0,
+) -> dict:
+    """Measure `case` in a fresh subprocess (stopped after `timeout` s, at `max_rss` bytes of
+    RSS, or when the machine has under `min_free` bytes available); returns its row, or a row
+    with status "timeout", "memory cap", "machine low on memory", "killed" (by the kernel) or
+    "error", with the stage reached, the RSS then and the error's last line."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
         result, status, log = (os.path.join(tmp, n) for n in ("row.json", "status.json", "log"))
         spec = json.dumps(dataclasses.asdict(case))
         argv = [sys.executable, "-m", "benchmarks.scale", "--child", spec, result, status]
-        argv += [str(threads), str(max_rss or 0)]
+        argv += [str(threads), str(max_rss or 0), str(min_free)]
         start = time.perf_counter()
         with open(log, "w") as out:
             proc = subprocess.Popen(
@@ -343,9 +358,11 @@ def run_case(case: Case, threads: int = 1, timeout: float = 1800, max_rss: int |
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
                 code = "timeout"
+            finally:  # on a timeout, and when the parent itself is interrupted
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
         elapsed = time.perf_counter() - start
         if code == 0 and os.path.exists(result):
             return json.loads(Path(result).read_text())
@@ -363,8 +380,8 @@ def _failure(case: Case, code, threads: int, elapsed: float, status: dict, log: 
     """The row of a case that did not finish."""
     if code == "timeout":
         kind = "timeout"
-    elif status.get("status") == "memory cap":
-        kind = "memory cap"
+    elif status.get("status"):
+        kind = status["status"]  # "memory cap", "machine low on memory"
     elif code == -signal.SIGKILL:
         kind = "killed"  # by the kernel's OOM killer, most likely
     else:
@@ -392,14 +409,19 @@ def run(
     threads: int = 1,
     timeout: float = 1800,
     max_rss: int | None = None,
+    min_free: int = 0,
     isolate: bool = True,
     log=print,
 ) -> list[dict]:
-    """Measure every case (each in its own subprocess unless isolate=False); returns the rows."""
+    """Measure every case (each in its own subprocess, see `run_case`, unless isolate=False);
+    returns the rows."""
     rows = []
     for case in todo:
         log(f"{case.pair} ({case.size}) {case.method} reset_bn={case.reset_bn} ...")
-        row = run_case(case, threads, timeout, max_rss) if isolate else measure(case, threads)
+        if isolate:
+            row = run_case(case, threads, timeout, max_rss, min_free)
+        else:
+            row = measure(case, threads)
         row["date"] = str(datetime.date.today())
         rows.append(row)
         log(f"  {row['status']}: {time_row(row)}")
@@ -421,6 +443,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--max-rss", type=float, default=None, help="GB per case")
+    parser.add_argument(
+        "--min-free", type=float, default=0.75, help="stop a case when the machine has less (GB)"
+    )
     parser.add_argument("--write", action="store_true", help="save to benchmarks/results/")
     parser.add_argument(
         "--render", type=Path, default=None, metavar="JSON", help="rewrite JSON's .md and exit"
@@ -436,8 +461,9 @@ def main(argv=None) -> None:
     avail = available_bytes()
     cap = int(args.max_rss * GB) if args.max_rss else (avail - GB if avail else None)
     text = " ".join(sys.argv[1:] if argv is None else argv)
-    rows = run(todo, args.threads, args.timeout, cap, log=lambda m: print(m, file=sys.stderr))
-    top = header(text, args.threads, cap, args.timeout, rows)
+    free = int(args.min_free * GB)
+    rows = run(todo, args.threads, args.timeout, cap, free, log=lambda m: print(m, file=sys.stderr))
+    top = header(text, args.threads, (cap, free), args.timeout, rows)
     print(markdown(rows, top))
     if args.write:
         path = save(rows, top, RESULTS / ("scale" if size == "full" else f"{size}_scale"))

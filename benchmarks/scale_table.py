@@ -144,15 +144,17 @@ def machine() -> str:
     )
 
 
-def header(argv: str, threads: int, max_rss: int | None, timeout: float, rows=()) -> str:
-    """The table's header line: command, date, machine, threads, limits, the load average."""
+def header(argv: str, threads: int, memory: tuple, timeout: float, rows=()) -> str:
+    """The table's header line: command, date, machine, threads, limits (timeout; memory =
+    (RSS cap, least memory left available on the machine) in bytes), the load average."""
     loads = [x for r in rows for x in r.get("loadavg", ())]
     load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
     return (
         f"`python -m benchmarks.scale {argv}`".replace(" `", "`")
         + f" on {datetime.date.today()}: {machine()}; {threads} thread(s) per merge "
-        f"(torch.set_num_threads and OMP_NUM_THREADS); timeout {timeout:.0f} s and RSS cap "
-        f"{_gb(max_rss)} GB per case; 1-minute load average {load} around the measurements "
+        f"(torch.set_num_threads and OMP_NUM_THREADS); per case a timeout of {timeout:.0f} s, an "
+        f"RSS cap of {_gb(memory[0])} GB and a stop when the machine has under "
+        f"{_gb(memory[1])} GB available; 1-minute load average {load} around the measurements "
         "(more than the thread count means other work competed for the cores). The floor is "
         "the eager forward passes of both models over the calibration data, timed in the same "
         "process right before the merge."

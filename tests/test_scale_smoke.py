@@ -1,7 +1,7 @@
 """Smoke run of the scale benchmark (`python -m benchmarks.scale`) on its tiny pairs: a 2-layer
 GPT-2 (hidden 64, vocabulary 1,000) merged in this process, a tiny ResNet-20 in a subprocess as
-the benchmark runs every case, and the rows of cases that time out, pass the memory cap or
-raise."""
+the benchmark runs every case, and the rows of cases that time out, pass the memory cap, leave
+the machine short of memory or raise."""
 
 from __future__ import annotations
 
@@ -73,13 +73,15 @@ def test_cases_run_in_subprocesses_and_failures_become_rows(tmp_path):
     capped = scale.run_case(scale.Case("resnet20x4", "average", "tiny"), max_rss=1)
     timed_out = scale.run_case(scale.Case("resnet20x4", "average", "tiny"), timeout=0.5)
     failed = scale.run_case(scale.Case("resnet20x4", "no_such_method", "tiny"))
+    crowded = scale.run_case(scale.Case("resnet20x4", "average", "tiny"), min_free=2**50)
     assert capped["status"] == "memory cap" and capped["rss_at_end"] > 1
+    assert crowded["status"] == "machine low on memory"
     assert timed_out["status"] == "timeout" and timed_out["elapsed_s"] < 30
     assert failed["status"] == "error" and failed["error"] == "KeyError: 'no_such_method'"
 
-    rows = [ok, capped, timed_out, failed]
+    rows = [ok, capped, timed_out, failed, crowded]
     text = markdown(rows)
-    assert len(_table(text, "pair")[1]) == 4
+    assert len(_table(text, "pair")[1]) == 5
     assert "resnet20x4 (tiny), bn kept, mudsc_permute" not in text.split("Did not finish:")[1]
     assert "**memory cap**" in text and "**timeout**" in text
     assert "`KeyError: 'no_such_method'`" in text
@@ -91,7 +93,7 @@ def test_cases_run_in_subprocesses_and_failures_become_rows(tmp_path):
     again = save([dict(ok, total_s=99.0)], "second run", tmp_path / "scale")
     written = again.read_text()
     assert written.startswith("second run") and "| 99 |" in written
-    assert written.count("2026-01-01: first run") == 3
+    assert written.count("2026-01-01: first run") == 4
 
 
 def test_every_pair_and_its_batchnorm_settings_become_cases():
