@@ -291,7 +291,7 @@ def _describe(case: Case, models, batches, threads: int) -> dict:
 
 
 def _child(argv: list[str]) -> None:
-    """`python -m benchmarks.scale --child CASE_JSON RESULT STATUS THREADS CAP`: measure one
+    """`python -m benchmarks.scale --child CASE RESULT STATUS THREADS CAP MIN_FREE`: measure one
     case, write its row to RESULT."""
     spec, result, status, threads, cap, min_free = argv
     watch = _Watch(status, int(cap) or None, int(min_free))
