@@ -180,7 +180,8 @@ def save(rows: list[dict], top: str, stem: Path, keep: bool = True) -> Path:
     table = markdown(kept + rows, top)
     if earlier:
         table += "\n\nRows measured in earlier runs:\n\n" + "\n".join(
-            f"- {label(r)}, {r['method']}: {r.get('date', '?')}: {r['header']}" for r in earlier
+            f"- {label(r)}, {r['method']}: {r.get('date', '?')}, {r['header'].split(' on ')[0]}"
+            for r in earlier
         )
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(table + "\n")

@@ -89,11 +89,11 @@ def test_cases_run_in_subprocesses_and_failures_become_rows(tmp_path):
     # --write keeps the rows of an earlier run that this one did not measure again
     for r in rows:
         r["date"] = "2026-01-01"
-    save(rows, "first run", tmp_path / "scale")
+    save(rows, "`first run` on a day", tmp_path / "scale")
     again = save([dict(ok, total_s=99.0)], "second run", tmp_path / "scale")
     written = again.read_text()
     assert written.startswith("second run") and "| 99 |" in written
-    assert written.count("2026-01-01: first run") == 4
+    assert written.count("2026-01-01, `first run`") == 4
 
 
 def test_every_pair_and_its_batchnorm_settings_become_cases():
