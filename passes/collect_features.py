@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
 from graphmerge.passes.matchers.similarity import correlation_from_moments
+from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import AXES, Program
 from graphmerge.similarities import SimilarityStore
 from graphmerge.trace import check_batch, eval_mode, normalize_inputs, trace
@@ -240,8 +241,12 @@ def collect_features(program: Program) -> Program:
     for k, wave in enumerate(waves, start=1):
         what = f" (pass {k} of {len(waves)})" if len(waves) > 1 else ""
         moments, plans = _collect(program, wave, f"graphmerge: collecting features{what}")
-        for name, m in moments.items():
-            program.features[name] = correlation_from_moments(m.total, m.outer, m.count)
+        for name in list(moments):  # one group's moments and correlation at a time
+            m = moments.pop(name)
+            corr = correlation_from_moments(m.total, m.outer, m.count)
+            del m
+            large = corr.shape[0] >= FLOAT32_FROM_UNITS
+            program.features[name] = corr.astype(np.float32) if large else corr
         program.capture_plans.update(plans)
     return program
 

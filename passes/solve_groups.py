@@ -99,10 +99,20 @@ def _heads_assignment(child: Assignment, heads: int) -> Assignment:
 
 
 def _match_unit(
-    program: Program, unit: SolveUnit, sims: dict, matcher: str, n_models: int, options: dict
+    program: Program,
+    unit: SolveUnit,
+    sims: dict,
+    matcher: str,
+    n_models: int,
+    options: dict,
+    fresh: bool = False,
 ) -> dict[str, Assignment]:
+    """Match one solve unit; `fresh`: the similarity matrices are temporaries the matcher may
+    use as its working buffer."""
     zipped = matcher == "zip"
     if not unit.children:
+        if fresh and zipped:
+            options = {**options, "overwrite": True}
         match = MATCHERS[matcher](sims[unit.root], n_models, **options)
         return {unit.root: _from_match(match, zipped)}
     heads = program.group(unit.root).size
@@ -125,7 +135,9 @@ def mudsc(program: Program) -> dict[str, Assignment]:
     n_models = len(program.states)
     units = solve_units(program)
     act = program.features  # group name -> activation correlation (maybe read from disk)
-    weights = WeightVectors(program, program.states)
+    plan = program.memory_plan
+    room = None if plan is None else max(plan.budget - plan.estimate_bytes, 0)
+    weights = WeightVectors(program, program.states, cache_bytes=room)
     blocks = "cross" if matcher == "permute" else "all"  # what the matcher reads
     assign = {n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)}
     blind = []
@@ -148,11 +160,12 @@ def mudsc(program: Program) -> dict[str, Assignment]:
             for k in torch.randperm(len(units), generator=gen).tolist():
                 unit = units[k]
                 bar.set_postfix_str(f"group {unit.root}", refresh=False)
-                sims = {}
-                for n in unit.names:
-                    cw = weights.correlation(n, assign, blocks)
-                    sims[n] = alpha * cw + (1 - alpha) * act[n] if n in act else cw
-                result = _match_unit(program, unit, sims, matcher, n_models, options)
+                sims = {
+                    n: _mixed(weights.correlation(n, assign, blocks), act, n, alpha)
+                    for n in unit.names
+                }
+                fresh = all(n in act for n in unit.names)
+                result = _match_unit(program, unit, sims, matcher, n_models, options, fresh)
                 assign.update(_keep_unchanged(assign, result))
                 scores.append(result[unit.root].score)
             score = float(np.mean(scores))
@@ -168,6 +181,15 @@ def mudsc(program: Program) -> dict[str, Assignment]:
             if stale >= opts.patience:
                 break
     return best
+
+
+def _mixed(cw: np.ndarray, act, name: str, alpha: float) -> np.ndarray:
+    """S = α·C_weight + (1-α)·C_act in float64 (C_w alone when there is no C_act)."""
+    if name not in act:
+        return cw
+    out = np.multiply(cw, alpha, dtype=np.float64)
+    out += (1 - alpha) * act[name]
+    return out
 
 
 def weight_matching(program: Program) -> dict[str, Assignment]:
