@@ -3,50 +3,194 @@
 Reads: `program.groups` (their `capture` sites), `program.spaces`, `node.meta[AXES]` of the capture
 nodes, the traced program.
 Writes: `program.features`: group name -> `Moments` over the N*units stacked features of the N
-models (sum of x, sum of x xᵀ in float64, sample count).
+models (MuDSC's statistic: Σx, Σxxᵀ, sample count; `Moments.correlation()` is the Pearson
+correlation the matchers consume); `program.capture_plans`: group name -> `Capture`.
 
-The traced graph is run with each model's weights in turn, with the capture tensors as extra
-outputs. A batch whose shapes differ from the traced ones (the last, smaller batch) is traced
-again once per shape. Memory is O(Σ groups (N·units)²), never O(samples).
+The traced graph, cut down to the capture nodes (the model's outputs, e.g. vocabulary-sized
+logits, are not computed), is run with each model's weights in turn. A batch whose shapes
+differ from the traced ones (the last, smaller batch) is traced again once per shape. Nothing
+is kept across batches: memory is O(Σ groups (N·units)²), never O(samples).
+
+How the moments are computed (the statistic is MuDSC's; the arithmetic is ours): each model's
+(samples, units) features are cut out of the captured tensor with at most one copy, shifted by a
+per-unit constant (the first batch's mean, so that E[xxᵀ] - E[x]E[x]ᵀ does not cancel), and
+multiplied in float32 BLAS (`ssyrk` for a model with itself, `sgemm` across models) over chunks
+of at most `CHUNK` samples, each chunk's product added into float64 sums. `blocks="cross"`
+keeps only what a permutation matcher reads: the blocks model 0 x model i and every unit's
+variance, never the within-model blocks (see `blocks_read_by`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.linalg import blas
 from torch import fx
-from torch.utils._pytree import tree_flatten, tree_leaves
+from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
+from graphmerge.passes.matchers.similarity import correlation_from_moments
 from graphmerge.program import AXES, Program
 from graphmerge.trace import eval_mode, normalize_inputs, trace
 from graphmerge.units import group_units, leaf_coords
 
-__all__ = ["GraphRunner", "Moments", "capture_plan", "collect_features"]
+__all__ = [
+    "BLOCKS",
+    "CHUNK",
+    "Capture",
+    "GraphRunner",
+    "Moments",
+    "blocks_read_by",
+    "capture_plan",
+    "collect_features",
+    "features",
+]
+
+BLOCKS = ("all", "cross")
+# Samples per float32 product: its rounding error grows with the number of terms summed in
+# float32; chunks of 16k keep the correlation within ~1e-7 of a float64 computation.
+CHUNK = 16384
+
+
+def blocks_read_by(matcher: str) -> str:
+    """The similarity blocks `matcher` reads: "cross" for "permute" (model 0 x model i only),
+    "all" for "zip" (it also merges units within a model)."""
+    return "cross" if matcher == "permute" else "all"
+
+
+class NonFiniteFeatures(ValueError):
+    """Features (or their float32 products) are not finite; `models` says whose."""
+
+    def __init__(self, models: tuple[int, ...], overflow: bool):
+        self.models, self.overflow = models, overflow
+        super().__init__(f"models {models}: {'overflow' if overflow else 'NaN/inf'}")
 
 
 @dataclass
 class Moments:
-    """Streaming first and second moments of stacked unit features (float64)."""
+    """Streaming moments of the stacked features of `n_models` models with `units` each.
 
-    total: np.ndarray
-    outer: np.ndarray
+    Internally the features y = x - shift are summed (float64): `shifted_total` Σy (N·units,),
+    `square` Σy² (N·units,), `pairs[(i, j)]` Σ y_i y_jᵀ (units, units) for i <= j ("all"; the
+    (i, i) blocks hold their upper triangle) or for i = 0 < j only ("cross"). `total` and
+    `outer` give the raw sums Σx and Σxxᵀ; `correlation()` the (N·units)² Pearson correlation.
+    """
+
+    n_models: int
+    units: int
+    blocks: str = "all"
     count: float = 0.0
+    shift: torch.Tensor | None = None  # (N·units,) float32, set by the first batch
+    shifted_total: np.ndarray = field(init=False)
+    square: np.ndarray = field(init=False)
+    pairs: dict[tuple[int, int], np.ndarray] = field(init=False)
 
-    @classmethod
-    def zeros(cls, dim: int) -> Moments:
-        return cls(np.zeros(dim), np.zeros((dim, dim)), 0.0)
+    def __post_init__(self) -> None:
+        if self.blocks not in BLOCKS:
+            raise ValueError(f"blocks must be one of {BLOCKS}, got {self.blocks!r}")
+        n, u = self.n_models, self.units
+        self.shifted_total, self.square = np.zeros(n * u), np.zeros(n * u)
+        keys = [(i, j) for i in range(n) for j in range(i, n)]
+        if self.blocks == "cross":
+            keys = [(0, j) for j in range(1, n)]
+        self.pairs = {k: np.zeros((u, u)) for k in keys}
 
-    def add(self, x: torch.Tensor) -> None:
-        x = x.to(torch.float64)
-        self.total += x.sum(0).numpy()
-        self.outer += (x.T @ x).numpy()
-        self.count += x.shape[0]
+    def add(self, xs: list[torch.Tensor], scratch: bool = False) -> None:
+        """Add one batch: xs[i] is model i's (samples, units) float32 features (same samples).
+
+        scratch: xs are C-contiguous copies the caller no longer needs (shifted in place).
+        Raises NonFiniteFeatures naming the model on NaN/inf features or float32 overflow.
+        """
+        if self.shift is None:
+            self.shift = torch.cat([_column_sums(x, i) / x.shape[0] for i, x in enumerate(xs)])
+            self.shift = self.shift.float()
+        u = self.units
+        shifts = [self.shift[i * u : (i + 1) * u] for i in range(len(xs))]
+        ys = [x.sub_(c) if scratch else (x - c).contiguous() for x, c in zip(xs, shifts)]
+        for i, y in enumerate(ys):
+            self.shifted_total[i * u : (i + 1) * u] += _column_sums(y, i).numpy()
+            if self.blocks == "cross":  # "all" reads the diagonal of its (i, i) blocks
+                self.square[i * u : (i + 1) * u] += (y * y).sum(0, dtype=torch.float64).numpy()
+        arrays = [y.numpy() for y in ys]
+        for start in range(0, arrays[0].shape[0], CHUNK):
+            chunk = [a[start : start + CHUNK] for a in arrays]
+            for (i, j), acc in self.pairs.items():
+                if i == j:  # x_iᵀx_i: A Aᵀ with A = x_iᵀ (Fortran-ordered, no copy)
+                    prod = blas.ssyrk(1.0, chunk[i].T, trans=0, lower=0)
+                else:
+                    prod = chunk[i].T @ chunk[j]
+                if not np.isfinite(prod).all():
+                    raise NonFiniteFeatures(tuple(sorted({i, j})), overflow=True)
+                acc += prod
+        self.count += xs[0].shape[0]
+
+    def _shifted_outer(self) -> np.ndarray:
+        """Σ y yᵀ (N·units)²; within-model off-diagonal blocks are 0 for "cross"."""
+        n, u = self.n_models, self.units
+        out = np.zeros((n * u, n * u))
+        for (i, j), acc in self.pairs.items():
+            if i == j:
+                upper = np.triu(acc)
+                acc = upper + np.triu(upper, 1).T
+            out[i * u : (i + 1) * u, j * u : (j + 1) * u] = acc
+            out[j * u : (j + 1) * u, i * u : (i + 1) * u] = acc.T
+        if self.blocks == "cross":
+            out[np.diag_indices_from(out)] = self.square
+        return out
+
+    @property
+    def total(self) -> np.ndarray:
+        """Σx over all samples, (N·units,) float64."""
+        return self.shifted_total + self.count * self._shift64()
+
+    @property
+    def outer(self) -> np.ndarray:
+        """Σxxᵀ over all samples, (N·units)² float64 (within-model blocks 0 for "cross",
+        except the diagonal)."""
+        c, s = self._shift64(), self.shifted_total
+        out = self._shifted_outer() + np.outer(s, c) + np.outer(c, s) + self.count * np.outer(c, c)
+        if self.blocks == "cross":
+            _clear_within_models(out, self.n_models, self.units)
+        return out
+
+    def _shift64(self) -> np.ndarray:
+        if self.shift is None:
+            return np.zeros(self.n_models * self.units)
+        return self.shift.double().numpy()
+
+    def correlation(self) -> np.ndarray:
+        """Pearson correlation (N·units)² (`correlation_from_moments`: population covariance,
+        σ_iσ_j clamped at 1e-7). For "cross", only the blocks [model 0, model i], their
+        transposes and the diagonal are filled; the within-model off-diagonal blocks are 0
+        (a permutation matcher reads S[:n, i·n:(i+1)·n] only)."""
+        corr = correlation_from_moments(self.shifted_total, self._shifted_outer(), self.count)
+        if self.blocks == "cross":
+            _clear_within_models(corr, self.n_models, self.units)
+        return corr
+
+
+def _clear_within_models(mat: np.ndarray, n_models: int, units: int) -> None:
+    """Zero the off-diagonal entries of the within-model blocks of `mat` in place."""
+    for i in range(n_models):
+        block = mat[i * units : (i + 1) * units, i * units : (i + 1) * units]
+        diag = block.diagonal().copy()
+        block[...] = 0.0
+        block[np.diag_indices(units)] = diag
+
+
+def _column_sums(x: torch.Tensor, model: int) -> torch.Tensor:
+    """Σ over samples in float64 of (samples, units) `x`; NonFiniteFeatures on NaN/inf (a sum
+    of finite float32 values cannot overflow float64, so this sees every non-finite value)."""
+    sums = x.sum(0, dtype=torch.float64)
+    if not torch.isfinite(sums).all():
+        raise NonFiniteFeatures((model,), overflow=False)
+    return sums
 
 
 @dataclass(frozen=True)
@@ -64,6 +208,11 @@ class Capture:
     positions: np.ndarray
     average_repeats: bool = False
     average_dims: tuple[int, ...] = ()
+
+    @property
+    def prefix(self) -> bool:
+        """The positions are 0, 1, ..., repeat·units - 1: a slice, no gather needed."""
+        return bool(np.array_equal(self.positions.reshape(-1), np.arange(self.positions.size)))
 
 
 def _dim_contribution(lay, store, strides: dict[int, int]) -> np.ndarray | None:
@@ -140,22 +289,31 @@ def _plain_leaves(lay, store) -> list[int]:
 
 
 def features(value: torch.Tensor, cap: Capture) -> torch.Tensor:
-    """(samples, units) feature matrix of a captured tensor."""
+    """(samples, units) float32 feature matrix of a captured tensor.
+
+    A view of `value` when the unit axes are its last axes and the positions a prefix (linear
+    layers, transformers); otherwise one copy (a permute to units-last, a gather, a mean).
+    """
     if cap.average_dims:
         value = value.mean(dim=cap.average_dims, keepdim=True)
     rest = [d for d in range(value.dim()) if d not in cap.dims]
-    x = value.permute(*rest, *cap.dims).reshape(
-        -1, int(np.prod([value.shape[d] for d in cap.dims]))
-    )
-    pos = torch.as_tensor(cap.positions)
-    x = x[:, pos.reshape(-1)].reshape(x.shape[0], cap.positions.shape[0], cap.positions.shape[1])
-    if cap.average_repeats:
-        return x.mean(dim=1)
-    return x.reshape(-1, cap.positions.shape[1])
+    width = math.prod(value.shape[d] for d in cap.dims)
+    x = value.permute(*rest, *cap.dims).reshape(-1, width)
+    repeat, units = cap.positions.shape
+    if cap.prefix:
+        x = x[:, : repeat * units]
+    else:
+        x = x.index_select(1, torch.as_tensor(cap.positions.reshape(-1)))
+    x = x.reshape(x.shape[0], repeat, units)
+    x = x.mean(dim=1) if cap.average_repeats else x.reshape(-1, units)
+    return x.to(torch.float32)
 
 
 class GraphRunner:
-    """Runs the traced graph with any model's weights, returning extra captured values."""
+    """Runs the traced graph with any model's weights and returns the captured values only.
+
+    The graph is cut down to what the capture nodes need (its own outputs are dropped).
+    """
 
     def __init__(self, program: Program, capture_nodes: list[str]):
         self.program = program
@@ -182,17 +340,13 @@ class GraphRunner:
                 f"{missing[:3]}; use calibration batches of one shape"
             )
         out = next(n for n in graph.nodes if n.op == "output")
-        outs = out.args[0]
-        out.args = (
-            (
-                tuple(outs) if isinstance(outs, (list, tuple)) else (outs,),
-                tuple(nodes[n] for n in self.capture_nodes),
-            ),
-        )
+        out.args = (tuple(nodes[n] for n in self.capture_nodes),)
+        graph.eliminate_dead_code()
         module = fx.GraphModule(traced.program.graph_module, graph)
         self._by_shape[key] = (traced, module)
 
-    def __call__(self, state: dict, inputs) -> tuple[list, dict[str, torch.Tensor]]:
+    def __call__(self, state: dict, inputs) -> dict[str, torch.Tensor]:
+        """Capture node name -> its value, running the graph with `state` on `inputs`."""
         key = self._key(inputs)
         if key not in self._by_shape:
             self._add(key, trace(self.program.model, inputs))
@@ -216,21 +370,68 @@ class GraphRunner:
             else:
                 raise InputError(f"unsupported exported input kind {kind}")
         with torch.no_grad():
-            outputs, caught = module(*flat)
-        return list(outputs), dict(zip(self.capture_nodes, caught))
+            caught = module(*flat)
+        return dict(zip(self.capture_nodes, caught))
 
 
-def collect_features(program: Program, states: list[dict], data, progress: bool = True) -> Program:
+def _plans(program: Program, names) -> dict[str, Capture]:
+    free = [g.name for g in program.free_groups()]
+    if names is not None:
+        names = list(names)
+        unknown = [n for n in names if n not in free]
+        if unknown:
+            raise InputError(
+                f"no free group named {unknown[0]!r}; free groups: {free[:10]}"
+                f"{' ...' if len(free) > 10 else ''}"
+            )
+        free = [n for n in free if n in names]
+    plans = {name: capture_plan(program, name) for name in free}
+    return {k: v for k, v in plans.items() if v is not None}
+
+
+def _accumulate(moments: Moments, name: str, cap: Capture, per_model: list[dict]) -> None:
+    feats = [features(c[cap.node], cap) for c in per_model]
+    scratch = all(
+        f.is_contiguous()
+        and f.untyped_storage().data_ptr() != c[cap.node].untyped_storage().data_ptr()
+        for f, c in zip(feats, per_model)
+    )
+    try:
+        moments.add(feats, scratch=scratch)
+    except NonFiniteFeatures as exc:
+        which = " or ".join(f"model {i}" for i in exc.models)
+        what = (
+            "activations whose float32 products overflow" if exc.overflow else "NaN/inf activations"
+        )
+        raise InputError(
+            f"{which} produced {what} at the capture site of group {name} (node {cap.node}); "
+            "check its weights and the calibration data"
+        ) from exc
+
+
+def collect_features(
+    program: Program,
+    states: list[dict],
+    data,
+    progress: bool = True,
+    *,
+    blocks: str = "all",
+    names=None,
+) -> Program:
     """One pass over `data`: accumulate `Moments` per free group (see module docstring).
 
     states: each model's state dict (the traced graph runs once per model with its weights).
+    blocks: "all" (every block: what the zip matcher reads) or "cross" (model 0 x model i and the
+        variances: all a permutation matcher reads; see `blocks_read_by`).
+    names: the free groups to collect (default all); the graph is cut to their capture sites.
     """
-    plans = {g.name: capture_plan(program, g.name) for g in program.free_groups()}
-    plans = {k: v for k, v in plans.items() if v is not None}
+    if blocks not in BLOCKS:
+        raise InputError(f"blocks must be one of {list(BLOCKS)}, got {blocks!r}")
+    plans = _plans(program, names)
     runner = GraphRunner(program, [p.node for p in plans.values()])
     n_models = len(states)
     moments = {
-        name: Moments.zeros(n_models * cap.positions.shape[1]) for name, cap in plans.items()
+        name: Moments(n_models, cap.positions.shape[1], blocks) for name, cap in plans.items()
     }
     batches = 0
     with eval_mode(program.model):
@@ -239,9 +440,9 @@ def collect_features(program: Program, states: list[dict], data, progress: bool 
         ):
             batches += 1
             per_model = []
-            for i, state in enumerate(states):
+            for state in states:
                 try:
-                    _, caught = runner(state, batch)
+                    per_model.append(runner(state, batch))
                 except InputError:
                     raise
                 except Exception as exc:
@@ -249,24 +450,10 @@ def collect_features(program: Program, states: list[dict], data, progress: bool 
                         f"calibration batch {batches} does not fit "
                         f"{type(program.model).__name__}: {exc}"
                     ) from exc
-                per_model.append(caught)
             for name, cap in plans.items():
-                feats = [features(c[cap.node], cap) for c in per_model]
-                x = torch.cat(feats, dim=1)
-                if not torch.isfinite(x).all():
-                    bad = next(i for i, f in enumerate(feats) if not torch.isfinite(f).all())
-                    raise InputError(
-                        f"model {bad} produced NaN/inf activations at the capture "
-                        f"site of group {name} (node {cap.node}); check its weights "
-                        "and the calibration data"
-                    )
-                moments[name].add(x)
+                _accumulate(moments[name], name, cap, per_model)
     if batches == 0:
         raise InputError("the calibration data is empty: pass an iterable of at least one batch")
     program.features = moments
     program.capture_plans = plans
     return program
-
-
-def flat_outputs(outputs) -> list[torch.Tensor]:
-    return [t for t in tree_leaves(outputs) if isinstance(t, torch.Tensor)]

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from graphmerge.passes.matchers import GROUPED_MATCHERS, MATCHERS, MULTI_MATCHERS, Match
-from graphmerge.passes.matchers.similarity import correlation_from_moments, weight_correlation
+from graphmerge.passes.matchers.similarity import weight_correlation
 from graphmerge.program import Program
 from graphmerge.units import branch_ids, group_units, leaf_coords, unit_index, unit_positions
 
@@ -305,7 +305,7 @@ def _match_unit(
 
 def _activation_sims(program: Program) -> dict[str, np.ndarray]:
     feats = getattr(program, "features", None) or {}
-    return {name: correlation_from_moments(m.total, m.outer, m.count) for name, m in feats.items()}
+    return {name: m.correlation() for name, m in feats.items()}
 
 
 def mudsc(
