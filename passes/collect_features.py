@@ -2,195 +2,43 @@
 
 Reads: `program.groups` (their `capture` sites), `program.spaces`, `node.meta[AXES]` of the capture
 nodes, the traced program.
-Writes: `program.features`: group name -> `Moments` over the N*units stacked features of the N
-models (MuDSC's statistic: Σx, Σxxᵀ, sample count; `Moments.correlation()` is the Pearson
-correlation the matchers consume); `program.capture_plans`: group name -> `Capture`.
+Writes: `program.features`: group name -> `Moments` (graphmerge/moments.py) over the N*units
+stacked features of the N models (MuDSC's statistic: Σx, Σxxᵀ, sample count;
+`Moments.correlation()` is what the matchers consume); `program.capture_plans`: group -> `Capture`.
 
-The traced graph, cut down to the capture nodes (the model's outputs, e.g. vocabulary-sized
+The traced graph, cut down to the capture nodes (the model's own outputs, e.g. vocabulary-sized
 logits, are not computed), is run with each model's weights in turn. A batch whose shapes
-differ from the traced ones (the last, smaller batch) is traced again once per shape. Nothing
-is kept across batches: memory is O(Σ groups (N·units)²), never O(samples).
-
-How the moments are computed (the statistic is MuDSC's; the arithmetic is ours): each model's
-(samples, units) features are cut out of the captured tensor with at most one copy, shifted by a
-per-unit constant (the first batch's mean, so that E[xxᵀ] - E[x]E[x]ᵀ does not cancel), and
-multiplied in float32 BLAS (`ssyrk` for a model with itself, `sgemm` across models) over chunks
-of at most `CHUNK` samples, each chunk's product added into float64 sums. `blocks="cross"`
-keeps only what a permutation matcher reads: the blocks model 0 x model i and every unit's
-variance, never the within-model blocks (see `blocks_read_by`).
+differ from the traced ones (the last, smaller batch) is traced again once per shape. Features
+are read from the captured tensors in place where their layout allows (conv maps, token
+matrices) and multiplied in float32 BLAS with float64 sums (see graphmerge/moments.py).
+Nothing is kept across batches: memory is O(Σ groups (N·units)²), never O(samples);
+blocks="cross" keeps only the blocks a permutation matcher reads ((N-1)·units² per group).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.linalg import blas
 from torch import fx
 from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
-from graphmerge.passes.matchers.similarity import correlation_from_moments
+from graphmerge.moments import BLOCKS, Moments, NonFiniteFeatures
 from graphmerge.program import AXES, Program
 from graphmerge.trace import eval_mode, normalize_inputs, trace
 from graphmerge.units import group_units, leaf_coords
 
-__all__ = [
-    "BLOCKS",
-    "CHUNK",
-    "Capture",
-    "GraphRunner",
-    "Moments",
-    "blocks_read_by",
-    "capture_plan",
-    "collect_features",
-    "features",
-]
+__all__ = ["Capture", "GraphRunner", "Moments", "capture_plan", "collect_features", "features"]
 
-BLOCKS = ("all", "cross")
-# Samples per float32 product: its rounding error grows with the number of terms summed in
-# float32; chunks of 16k keep the correlation within ~1e-7 of a float64 computation.
-CHUNK = 16384
-
-
-def blocks_read_by(matcher: str) -> str:
-    """The similarity blocks `matcher` reads: "cross" for "permute" (model 0 x model i only),
-    "all" for "zip" (it also merges units within a model)."""
-    return "cross" if matcher == "permute" else "all"
-
-
-class NonFiniteFeatures(ValueError):
-    """Features (or their float32 products) are not finite; `models` says whose."""
-
-    def __init__(self, models: tuple[int, ...], overflow: bool):
-        self.models, self.overflow = models, overflow
-        super().__init__(f"models {models}: {'overflow' if overflow else 'NaN/inf'}")
-
-
-@dataclass
-class Moments:
-    """Streaming moments of the stacked features of `n_models` models with `units` each.
-
-    Internally the features y = x - shift are summed (float64): `shifted_total` Σy (N·units,),
-    `square` Σy² (N·units,), `pairs[(i, j)]` Σ y_i y_jᵀ (units, units) for i <= j ("all"; the
-    (i, i) blocks hold their upper triangle) or for i = 0 < j only ("cross"). `total` and
-    `outer` give the raw sums Σx and Σxxᵀ; `correlation()` the (N·units)² Pearson correlation.
-    """
-
-    n_models: int
-    units: int
-    blocks: str = "all"
-    count: float = 0.0
-    shift: torch.Tensor | None = None  # (N·units,) float32, set by the first batch
-    shifted_total: np.ndarray = field(init=False)
-    square: np.ndarray = field(init=False)
-    pairs: dict[tuple[int, int], np.ndarray] = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.blocks not in BLOCKS:
-            raise ValueError(f"blocks must be one of {BLOCKS}, got {self.blocks!r}")
-        n, u = self.n_models, self.units
-        self.shifted_total, self.square = np.zeros(n * u), np.zeros(n * u)
-        keys = [(i, j) for i in range(n) for j in range(i, n)]
-        if self.blocks == "cross":
-            keys = [(0, j) for j in range(1, n)]
-        self.pairs = {k: np.zeros((u, u)) for k in keys}
-
-    def add(self, xs: list[torch.Tensor], scratch: bool = False) -> None:
-        """Add one batch: xs[i] is model i's (samples, units) float32 features (same samples).
-
-        scratch: xs are C-contiguous copies the caller no longer needs (shifted in place).
-        Raises NonFiniteFeatures naming the model on NaN/inf features or float32 overflow.
-        """
-        if self.shift is None:
-            self.shift = torch.cat([_column_sums(x, i) / x.shape[0] for i, x in enumerate(xs)])
-            self.shift = self.shift.float()
-        u = self.units
-        shifts = [self.shift[i * u : (i + 1) * u] for i in range(len(xs))]
-        ys = [x.sub_(c) if scratch else (x - c).contiguous() for x, c in zip(xs, shifts)]
-        for i, y in enumerate(ys):
-            self.shifted_total[i * u : (i + 1) * u] += _column_sums(y, i).numpy()
-            if self.blocks == "cross":  # "all" reads the diagonal of its (i, i) blocks
-                self.square[i * u : (i + 1) * u] += (y * y).sum(0, dtype=torch.float64).numpy()
-        arrays = [y.numpy() for y in ys]
-        for start in range(0, arrays[0].shape[0], CHUNK):
-            chunk = [a[start : start + CHUNK] for a in arrays]
-            for (i, j), acc in self.pairs.items():
-                if i == j:  # x_iᵀx_i: A Aᵀ with A = x_iᵀ (Fortran-ordered, no copy)
-                    prod = blas.ssyrk(1.0, chunk[i].T, trans=0, lower=0)
-                else:
-                    prod = chunk[i].T @ chunk[j]
-                if not np.isfinite(prod).all():
-                    raise NonFiniteFeatures(tuple(sorted({i, j})), overflow=True)
-                acc += prod
-        self.count += xs[0].shape[0]
-
-    def _shifted_outer(self) -> np.ndarray:
-        """Σ y yᵀ (N·units)²; within-model off-diagonal blocks are 0 for "cross"."""
-        n, u = self.n_models, self.units
-        out = np.zeros((n * u, n * u))
-        for (i, j), acc in self.pairs.items():
-            if i == j:
-                upper = np.triu(acc)
-                acc = upper + np.triu(upper, 1).T
-            out[i * u : (i + 1) * u, j * u : (j + 1) * u] = acc
-            out[j * u : (j + 1) * u, i * u : (i + 1) * u] = acc.T
-        if self.blocks == "cross":
-            out[np.diag_indices_from(out)] = self.square
-        return out
-
-    @property
-    def total(self) -> np.ndarray:
-        """Σx over all samples, (N·units,) float64."""
-        return self.shifted_total + self.count * self._shift64()
-
-    @property
-    def outer(self) -> np.ndarray:
-        """Σxxᵀ over all samples, (N·units)² float64 (within-model blocks 0 for "cross",
-        except the diagonal)."""
-        c, s = self._shift64(), self.shifted_total
-        out = self._shifted_outer() + np.outer(s, c) + np.outer(c, s) + self.count * np.outer(c, c)
-        if self.blocks == "cross":
-            _clear_within_models(out, self.n_models, self.units)
-        return out
-
-    def _shift64(self) -> np.ndarray:
-        if self.shift is None:
-            return np.zeros(self.n_models * self.units)
-        return self.shift.double().numpy()
-
-    def correlation(self) -> np.ndarray:
-        """Pearson correlation (N·units)² (`correlation_from_moments`: population covariance,
-        σ_iσ_j clamped at 1e-7). For "cross", only the blocks [model 0, model i], their
-        transposes and the diagonal are filled; the within-model off-diagonal blocks are 0
-        (a permutation matcher reads S[:n, i·n:(i+1)·n] only)."""
-        corr = correlation_from_moments(self.shifted_total, self._shifted_outer(), self.count)
-        if self.blocks == "cross":
-            _clear_within_models(corr, self.n_models, self.units)
-        return corr
-
-
-def _clear_within_models(mat: np.ndarray, n_models: int, units: int) -> None:
-    """Zero the off-diagonal entries of the within-model blocks of `mat` in place."""
-    for i in range(n_models):
-        block = mat[i * units : (i + 1) * units, i * units : (i + 1) * units]
-        diag = block.diagonal().copy()
-        block[...] = 0.0
-        block[np.diag_indices(units)] = diag
-
-
-def _column_sums(x: torch.Tensor, model: int) -> torch.Tensor:
-    """Σ over samples in float64 of (samples, units) `x`; NonFiniteFeatures on NaN/inf (a sum
-    of finite float32 values cannot overflow float64, so this sees every non-finite value)."""
-    sums = x.sum(0, dtype=torch.float64)
-    if not torch.isfinite(sums).all():
-        raise NonFiniteFeatures((model,), overflow=False)
-    return sums
+# A conv map is read in place as B parts of (units, H·W) when H·W is at least this; smaller maps
+# are copied into one (samples, units) matrix (many tiny products cost more than the copy).
+MIN_PART = 64
 
 
 @dataclass(frozen=True)
@@ -289,24 +137,34 @@ def _plain_leaves(lay, store) -> list[int]:
 
 
 def features(value: torch.Tensor, cap: Capture) -> torch.Tensor:
-    """(samples, units) float32 feature matrix of a captured tensor.
+    """(parts, units, samples) float32 features of a captured tensor, for `Moments.add`.
 
-    A view of `value` when the unit axes are its last axes and the positions a prefix (linear
-    layers, transformers); otherwise one copy (a permute to units-last, a gather, a mean).
+    One unit axis with its units in order (a conv map, a linear or token layer) is read in
+    place: (B, C, H, W) as B parts of (C, H·W), (tokens..., C) as one part whose rows are
+    units-minor. Anything else (several unit axes, a gather, repeats averaged, small maps) is
+    copied into one (1, units, samples) part.
     """
     if cap.average_dims:
         value = value.mean(dim=cap.average_dims, keepdim=True)
+    repeat, units = cap.positions.shape
+    if len(cap.dims) == 1 and repeat == 1 and cap.prefix:
+        d = cap.dims[0]
+        pre, post = math.prod(value.shape[:d]), math.prod(value.shape[d + 1 :])
+        x = value.reshape(pre, value.shape[d], post)[:, :units]
+        if post == 1:
+            return x[:, :, 0].T.unsqueeze(0).to(torch.float32)
+        if post >= MIN_PART:
+            return x.to(torch.float32)
     rest = [d for d in range(value.dim()) if d not in cap.dims]
     width = math.prod(value.shape[d] for d in cap.dims)
     x = value.permute(*rest, *cap.dims).reshape(-1, width)
-    repeat, units = cap.positions.shape
     if cap.prefix:
         x = x[:, : repeat * units]
     else:
         x = x.index_select(1, torch.as_tensor(cap.positions.reshape(-1)))
     x = x.reshape(x.shape[0], repeat, units)
     x = x.mean(dim=1) if cap.average_repeats else x.reshape(-1, units)
-    return x.to(torch.float32)
+    return x.to(torch.float32).T.unsqueeze(0)
 
 
 class GraphRunner:
@@ -389,24 +247,17 @@ def _plans(program: Program, names) -> dict[str, Capture]:
     return {k: v for k, v in plans.items() if v is not None}
 
 
-def _accumulate(moments: Moments, name: str, cap: Capture, per_model: list[dict]) -> None:
-    feats = [features(c[cap.node], cap) for c in per_model]
-    scratch = all(
-        f.is_contiguous()
-        and f.untyped_storage().data_ptr() != c[cap.node].untyped_storage().data_ptr()
-        for f, c in zip(feats, per_model)
+def _non_finite(exc: NonFiniteFeatures, name: str, cap: Capture) -> InputError:
+    which = " or ".join(f"model {i}" for i in exc.models)
+    what = (
+        "activations too large for float32 products (|x| > 1e19)"
+        if exc.overflow
+        else "NaN/inf activations"
     )
-    try:
-        moments.add(feats, scratch=scratch)
-    except NonFiniteFeatures as exc:
-        which = " or ".join(f"model {i}" for i in exc.models)
-        what = (
-            "activations whose float32 products overflow" if exc.overflow else "NaN/inf activations"
-        )
-        raise InputError(
-            f"{which} produced {what} at the capture site of group {name} (node {cap.node}); "
-            "check its weights and the calibration data"
-        ) from exc
+    return InputError(
+        f"{which} produced {what} at the capture site of group {name} (node {cap.node}); "
+        "check its weights and the calibration data"
+    )
 
 
 def collect_features(
@@ -422,7 +273,7 @@ def collect_features(
 
     states: each model's state dict (the traced graph runs once per model with its weights).
     blocks: "all" (every block: what the zip matcher reads) or "cross" (model 0 x model i and the
-        variances: all a permutation matcher reads; see `blocks_read_by`).
+        variances: all a permutation matcher reads; see `graphmerge.moments.blocks_read_by`).
     names: the free groups to collect (default all); the graph is cut to their capture sites.
     """
     if blocks not in BLOCKS:
@@ -451,9 +302,17 @@ def collect_features(
                         f"{type(program.model).__name__}: {exc}"
                     ) from exc
             for name, cap in plans.items():
-                _accumulate(moments[name], name, cap, per_model)
+                try:
+                    moments[name].add([features(c[cap.node], cap) for c in per_model])
+                except NonFiniteFeatures as exc:
+                    raise _non_finite(exc, name, cap) from exc
     if batches == 0:
         raise InputError("the calibration data is empty: pass an iterable of at least one batch")
+    for name, cap in plans.items():
+        try:
+            moments[name].check_finite()
+        except NonFiniteFeatures as exc:
+            raise _non_finite(exc, name, cap) from exc
     program.features = moments
     program.capture_plans = plans
     return program
