@@ -40,6 +40,7 @@ import torch
 _ROOT = Path(__file__).resolve().parents[1]
 
 CASES = ("resnet20x4", "gpt2", "gpt2-4L")
+ANALYSIS = ("trace", "annotate_axes", "infer_groups", "verify_groups")  # compile_program
 
 
 def peak_rss() -> int:
@@ -132,8 +133,17 @@ def run_case(case: str, blocks: str, quick: bool, merge: bool) -> dict:
     if merge:
         for matcher in ("zip", "permute"):
             start = time.perf_counter()
-            gm.merge(models, data, "mudsc", matcher=matcher, reset_bn=False, progress=False)
+            _, prog = gm.merge(
+                models,
+                data,
+                "mudsc",
+                matcher=matcher,
+                reset_bn=False,
+                progress=False,
+                return_program=True,
+            )
             out[f"merge_{matcher}"] = time.perf_counter() - start
+            out[f"stages_{matcher}"] = dict(prog.timings)
     return out
 
 
@@ -179,10 +189,15 @@ def table(rows: list[dict]) -> str:
         )
         for matcher in ("zip", "permute"):
             if f"merge_{matcher}" in r:
-                t = r[f"merge_{matcher}"]
+                t, st = r[f"merge_{matcher}"], r[f"stages_{matcher}"]
+                analysis = sum(v for k, v in st.items() if k in ANALYSIS)
+                stages = (
+                    f"analysis {analysis:.1f}, collect {st.get('collect_features', 0):.1f}, "
+                    f"solve {st.get('solve_groups', 0):.1f}, rewrite {st.get('rewrite', 0):.1f}"
+                )
                 lines.append(
-                    f"| {r['case']} | | gm.merge mudsc {matcher}, reset_bn=False | | {floors} "
-                    f"| {t:.1f} (whole merge) | {t / floor:.2f}x | |"
+                    f"| {r['case']} | | gm.merge mudsc {matcher}, reset_bn=False ({stages}) | "
+                    f"| {floors} | {t:.1f} (whole merge) | {t / floor:.2f}x | |"
                 )
     return "\n".join(lines)
 

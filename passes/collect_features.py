@@ -260,6 +260,17 @@ def _non_finite(exc: NonFiniteFeatures, name: str, cap: Capture) -> InputError:
     )
 
 
+def _run(runner: GraphRunner, state: dict, batch, index: int, program: Program) -> dict:
+    try:
+        return runner(state, batch)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"calibration batch {index} does not fit {type(program.model).__name__}: {exc}"
+        ) from exc
+
+
 def collect_features(
     program: Program,
     states: list[dict],
@@ -290,17 +301,7 @@ def collect_features(
             data, desc="graphmerge: collecting features", disable=not progress, leave=False
         ):
             batches += 1
-            per_model = []
-            for state in states:
-                try:
-                    per_model.append(runner(state, batch))
-                except InputError:
-                    raise
-                except Exception as exc:
-                    raise InputError(
-                        f"calibration batch {batches} does not fit "
-                        f"{type(program.model).__name__}: {exc}"
-                    ) from exc
+            per_model = [_run(runner, state, batch, batches, program) for state in states]
             for name, cap in plans.items():
                 try:
                     moments[name].add([features(c[cap.node], cap) for c in per_model])
