@@ -3,6 +3,7 @@
     python -m benchmarks.stats_speed               # ResNet-20x4 (2,000 images), GPT-2 small
     python -m benchmarks.stats_speed --quick       # ResNet-20x4 on 400 images, 4-layer GPT-2
     python -m benchmarks.stats_speed --cases resnet20x4 --blocks all --merge
+    python -m benchmarks.stats_speed --quick --precision   # + correlation error vs float64
 
 Pairs (two models of one architecture, random init from seeds 0 and 1, eval mode):
 
@@ -19,7 +20,9 @@ Peak RSS: VmHWM reset to the current RSS just before `collect_features` (/proc/s
 shown as the peak and as its rise over the RSS at the start of `collect_features`. With
 --merge, the ResNet case also times the whole `gm.merge` (mudsc zip and permute, reset_bn=False)
 against the same floor. `blocks` is skipped where collect_features has no such argument (the
-code before issue 11), so the same script measures the old code.
+code before issue 11), so the same script measures the old code. With --precision, the last
+column is the largest |C - C64| over the correlation entries collect_features computes, on the
+first 2 batches, C64 from float64 sums of the same captured activations.
 """
 
 from __future__ import annotations
@@ -104,7 +107,35 @@ def forward_floor(models, data) -> float:
     return time.perf_counter() - start
 
 
-def run_case(case: str, blocks: str, quick: bool, merge: bool) -> dict:
+def correlation_error(program, states: list, data: list, blocks: str) -> float:
+    """Max |C - C64| over the entries `blocks` computes, C from collect_features on `data`, C64
+    from float64 sums of the same captured activations (tests/passes/test_collect_features.py)."""
+    import numpy as np
+
+    sys.path[:0] = [str(_ROOT / "tests"), str(_ROOT / "tests" / "passes")]
+    from test_collect_features import reference_moments
+
+    from graphmerge.passes.collect_features import collect_features
+    from graphmerge.passes.matchers.similarity import correlation_from_moments
+
+    kwargs = {} if blocks.startswith("all (old") else {"blocks": blocks}
+    collect_features(program, states, data, progress=False, **kwargs)
+    worst = 0.0
+    for name, ref in reference_moments(program, states, data).items():
+        m = program.features[name]
+        got = correlation_from_moments(m.total, m.outer, m.count)
+        if hasattr(m, "correlation"):
+            got = m.correlation()
+        n, size = len(m.total) // len(states), len(m.total)
+        mask = np.ones((size, size), dtype=bool)
+        if blocks == "cross":  # the blocks [model 0, model i] and the diagonal
+            mask[n:, n:] = mask[:n, :n] = False
+            mask[np.diag_indices(size)] = True
+        worst = max(worst, float(np.abs(got - ref.correlation())[mask].max()))
+    return worst
+
+
+def run_case(case: str, blocks: str, quick: bool, merge: bool, precision: bool = False) -> dict:
     """One case in this process: floor, collect_features, floor (and gm.merge with --merge)."""
     import graphmerge as gm
     from graphmerge.api import compile_program
@@ -130,6 +161,8 @@ def run_case(case: str, blocks: str, quick: bool, merge: bool) -> dict:
     floors.append(forward_floor(models, data))
     out = {"case": case, "data": what, "params": params, "blocks": blocks, "floors": floors}
     out |= {"collect": seconds, "peak": peak, "rise": max(0, peak - start_rss)}
+    if precision:  # on the first 2 batches: the float64 reference holds N·units² per batch
+        out["error"] = correlation_error(program, states, data[:2], blocks)
     if merge:
         for matcher in ("zip", "permute"):
             start = time.perf_counter()
@@ -152,12 +185,12 @@ def _child(args) -> None:
     from benchmarks.merge_speed import limit_threads
 
     limit_threads(1)
-    print(json.dumps(run_case(args.child, args.blocks, args.quick, args.merge)))
+    print(json.dumps(run_case(args.child, args.blocks, args.quick, args.merge, args.precision)))
 
 
-def _spawn(case: str, blocks: str, quick: bool, merge: bool) -> dict:
+def _spawn(case: str, blocks: str, args, merge: bool) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.stats_speed", "--child", case, "--blocks", blocks]
-    cmd += ["--quick"] * quick + ["--merge"] * merge
+    cmd += ["--quick"] * args.quick + ["--merge"] * merge + ["--precision"] * args.precision
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run(cmd, cwd=_ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -168,7 +201,7 @@ def _spawn(case: str, blocks: str, quick: bool, merge: bool) -> dict:
 def table(rows: list[dict]) -> str:
     head = (
         "| pair | params | data | blocks | forward floor s (2 runs) | collect_features s "
-        "| ratio | peak RSS GiB (rise MiB) |"
+        "| ratio | peak RSS GiB (rise MiB) | max abs corr error vs float64 |"
     )
     lines = [
         (
@@ -177,15 +210,16 @@ def table(rows: list[dict]) -> str:
         ),
         "",
         head,
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = sum(r["floors"]) / len(r["floors"])
         floors = " / ".join(f"{f:.1f}" for f in r["floors"])
+        error = f"{r['error']:.1e}" if "error" in r else ""
         lines.append(
             f"| {r['case']} | {r['params'] / 1e6:.2f}M | {r['data']} | {r['blocks']} | {floors} "
             f"| {r['collect']:.1f} | {r['collect'] / floor:.2f}x "
-            f"| {r['peak'] / 2**30:.2f} ({r['rise'] / 2**20:.0f}) |"
+            f"| {r['peak'] / 2**30:.2f} ({r['rise'] / 2**20:.0f}) | {error} |"
         )
         for matcher in ("zip", "permute"):
             if f"merge_{matcher}" in r:
@@ -197,7 +231,7 @@ def table(rows: list[dict]) -> str:
                 )
                 lines.append(
                     f"| {r['case']} | | gm.merge mudsc {matcher}, reset_bn=False ({stages}) | "
-                    f"| {floors} | {t:.1f} (whole merge) | {t / floor:.2f}x | |"
+                    f"| {floors} | {t:.1f} (whole merge) | {t / floor:.2f}x | | |"
                 )
     return "\n".join(lines)
 
@@ -208,6 +242,9 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", default=None, help=f"comma-separated, of {CASES}")
     parser.add_argument("--blocks", default="all,cross", help="comma-separated: all, cross")
     parser.add_argument("--merge", action="store_true", help="also time gm.merge (ResNet)")
+    parser.add_argument(
+        "--precision", action="store_true", help="max |corr - float64 corr| on 2 batches"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -224,7 +261,7 @@ def main(argv=None) -> None:
     for case in cases:
         for i, blocks in enumerate(modes):
             merge = args.merge and case == "resnet20x4" and i == 0
-            rows.append(_spawn(case, blocks, args.quick, merge))
+            rows.append(_spawn(case, blocks, args, merge))
             print(f"done: {case} {blocks}", file=sys.stderr, flush=True)
     print(table(rows))
 
