@@ -15,7 +15,8 @@ Pairs (two models of one architecture, random init from seeds 0 and 1, eval mode
 Each case runs in a fresh subprocess, one thread (torch and BLAS): it traces the model (not
 timed), times the forward floor (plain eager forward passes of both models over the same data
 under `torch.no_grad()`), `collect_features` with the given blocks, then the floor again; the
-floor column shows both floor runs and the ratio uses their mean (the machine may be shared).
+floor column shows both floor runs and the ratio uses their mean. Times are CPU seconds of the
+process (one thread, so the work done, whatever else the machine runs), wall clock beside them.
 Peak RSS: VmHWM reset to the current RSS just before `collect_features` (/proc/self/clear_refs),
 shown as the peak and as its rise over the RSS at the start of `collect_features`. With
 --merge, the ResNet case also times the whole `gm.merge` (mudsc zip and permute, reset_bn=False)
@@ -98,13 +99,23 @@ def build_pair(case: str, quick: bool) -> tuple[list, list, str]:
     return models, data, f"{n} batches of 8x128 tokens"
 
 
-def forward_floor(models, data) -> float:
-    start = time.perf_counter()
-    with torch.no_grad():
-        for batch in data:
-            for m in models:
-                m(batch)
-    return time.perf_counter() - start
+def timed(fn) -> tuple[object, float, float]:
+    """(fn(), CPU seconds of this process, wall seconds)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def forward_floor(models, data) -> tuple[float, float]:
+    """(CPU, wall) seconds of eager forward passes of every model over `data`."""
+
+    def run():
+        with torch.no_grad():
+            for batch in data:
+                for m in models:
+                    m(batch)
+
+    return timed(run)[1:]
 
 
 def correlation_error(program, states: list, data: list, blocks: str) -> float:
@@ -154,28 +165,27 @@ def run_case(case: str, blocks: str, quick: bool, merge: bool, precision: bool =
         blocks = "all (old code)"
     start_rss = current_rss()
     reset_peak()
-    start = time.perf_counter()
-    collect_features(program, states, data, progress=False, **kwargs)
-    seconds = time.perf_counter() - start
+    _, cpu, wall = timed(lambda: collect_features(program, states, data, progress=False, **kwargs))
     peak = peak_rss()
     floors.append(forward_floor(models, data))
     out = {"case": case, "data": what, "params": params, "blocks": blocks, "floors": floors}
-    out |= {"collect": seconds, "peak": peak, "rise": max(0, peak - start_rss)}
+    out |= {"collect": (cpu, wall), "peak": peak, "rise": max(0, peak - start_rss)}
     if precision:  # on the first 2 batches: the float64 reference holds N·units² per batch
         out["error"] = correlation_error(program, states, data[:2], blocks)
     if merge:
         for matcher in ("zip", "permute"):
-            start = time.perf_counter()
-            _, prog = gm.merge(
-                models,
-                data,
-                "mudsc",
-                matcher=matcher,
-                reset_bn=False,
-                progress=False,
-                return_program=True,
+            (_, prog), cpu, wall = timed(
+                lambda m=matcher: gm.merge(
+                    models,
+                    data,
+                    "mudsc",
+                    matcher=m,
+                    reset_bn=False,
+                    progress=False,
+                    return_program=True,
+                )
             )
-            out[f"merge_{matcher}"] = time.perf_counter() - start
+            out[f"merge_{matcher}"] = (cpu, wall)
             out[f"stages_{matcher}"] = dict(prog.timings)
     return out
 
@@ -198,27 +208,33 @@ def _spawn(case: str, blocks: str, args, merge: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _seconds(pair) -> str:
+    return f"{pair[0]:.1f} ({pair[1]:.1f})"
+
+
 def table(rows: list[dict]) -> str:
     head = (
-        "| pair | params | data | blocks | forward floor s (2 runs) | collect_features s "
-        "| ratio | peak RSS GiB (rise MiB) | max abs corr error vs float64 |"
+        "| pair | params | data | blocks | forward floor s, 2 runs: CPU (wall) "
+        "| collect_features s: CPU (wall) | ratio | peak RSS GiB (rise MiB) "
+        "| max abs corr error vs float64 |"
     )
     lines = [
         (
-            "One thread (torch.set_num_threads(1), OMP/OpenBLAS/MKL 1 thread); ratio = "
-            "collect_features / mean floor."
+            "One thread (torch.set_num_threads(1), OMP/OpenBLAS/MKL 1 thread). Seconds are CPU "
+            "time of the process (wall clock in parentheses: the machine may be shared); ratio = "
+            "collect_features CPU / mean floor CPU."
         ),
         "",
         head,
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        floor = sum(r["floors"]) / len(r["floors"])
-        floors = " / ".join(f"{f:.1f}" for f in r["floors"])
+        floor = sum(cpu for cpu, _ in r["floors"]) / len(r["floors"])
+        floors = " / ".join(_seconds(f) for f in r["floors"])
         error = f"{r['error']:.1e}" if "error" in r else ""
         lines.append(
             f"| {r['case']} | {r['params'] / 1e6:.2f}M | {r['data']} | {r['blocks']} | {floors} "
-            f"| {r['collect']:.1f} | {r['collect'] / floor:.2f}x "
+            f"| {_seconds(r['collect'])} | {r['collect'][0] / floor:.2f}x "
             f"| {r['peak'] / 2**30:.2f} ({r['rise'] / 2**20:.0f}) | {error} |"
         )
         for matcher in ("zip", "permute"):
@@ -226,12 +242,12 @@ def table(rows: list[dict]) -> str:
                 t, st = r[f"merge_{matcher}"], r[f"stages_{matcher}"]
                 analysis = sum(v for k, v in st.items() if k in ANALYSIS)
                 stages = (
-                    f"analysis {analysis:.1f}, collect {st.get('collect_features', 0):.1f}, "
+                    f"wall: analysis {analysis:.1f}, collect {st.get('collect_features', 0):.1f}, "
                     f"solve {st.get('solve_groups', 0):.1f}, rewrite {st.get('rewrite', 0):.1f}"
                 )
                 lines.append(
                     f"| {r['case']} | | gm.merge mudsc {matcher}, reset_bn=False ({stages}) | "
-                    f"| {floors} | {t:.1f} (whole merge) | {t / floor:.2f}x | | |"
+                    f"| {floors} | {_seconds(t)} whole merge | {t[0] / floor:.2f}x | | |"
                 )
     return "\n".join(lines)
 
