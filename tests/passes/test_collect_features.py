@@ -18,7 +18,7 @@ import graphmerge.moments as moments_module
 from graphmerge.api import compile_program
 from graphmerge.errors import InputError
 from graphmerge.merge import reset_bn_stats
-from graphmerge.moments import Moments, blocks_read_by
+from graphmerge.moments import blocks_read_by
 from graphmerge.passes.collect_features import GraphRunner, collect_features
 from graphmerge.passes.matchers.permute import solve_assignment
 from graphmerge.passes.matchers.similarity import correlation_from_moments
@@ -180,12 +180,13 @@ def test_names_select_groups_and_the_graph_is_cut_to_them():
 
 
 def test_float32_overflow_is_an_input_error():
-    m = Moments(2, 3)
-    x = torch.full((1, 3, 4), 1e20)
-    x[0, :, 0] = -1e20  # a shift cannot make it small: |x - mean| is 1e20
-    with pytest.raises(ValueError, match="overflow"):
-        m.add([x, x.clone()])
-        m.check_finite()
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with torch.no_grad():
+        net[0].weight.mul_(1e20)  # finite activations of ~1e20: their squares overflow float32
+    data = [torch.randn(16, 4, generator=torch.Generator().manual_seed(0))]
+    program = compile_program(net, data[0])
+    with pytest.raises(InputError, match=r"model 0 produced activations too large for float32"):
+        collect_features(program, _states([net, net]), data, progress=False)
     assert blocks_read_by("permute") == "cross" and blocks_read_by("zip") == "all"
 
 
