@@ -193,9 +193,14 @@ def test_float32_overflow_is_an_input_error():
 # -- whole merges: the same assignments as float64 statistics give ---------------------------
 
 
+ITERS, PATIENCE = 4, 1  # Algorithm 1 sweeps: enough to move off the activation initialisation
+
+
 def _assignments_with(program, states, features, matcher: str, options: dict):
     program.features = features
-    solve_groups(program, states, "mudsc", matcher, 0.5, 0, 10, 2, options, progress=False)
+    solve_groups(
+        program, states, "mudsc", matcher, 0.5, 0, ITERS, PATIENCE, options, progress=False
+    )
     return program.assignments
 
 
@@ -213,8 +218,8 @@ def _check_merge(models, data, matcher: str, reset_bn: bool = True):
         data,
         "mudsc",
         matcher=matcher,
-        iters=10,
-        patience=2,
+        iters=ITERS,
+        patience=PATIENCE,
         progress=False,
         reset_bn=reset_bn,
         return_program=True,
