@@ -22,7 +22,8 @@ available (default 0.75: the machine may be shared), is killed (the kernel's OOM
 gets a row saying so, with the stage it had reached (read from the merge's running pass), its
 RSS then, and the error's last line; the run goes on.
 
-`--write` saves benchmarks/results/scale.md (or quick_scale.md) and the raw rows as .json.
+`--write` saves benchmarks/results/scale.md (or benchmarks/results/quick_scale.md with `--quick`)
+and the raw rows as .json.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Moments: streaming activation statistics of N models' units (MuDSC/ZipIt's statistic).
 
-The statistic is MuDSC's (spec §1.2): Σx, Σxxᵀ over samples of the N·units stacked features,
+The statistic is MuDSC's and ZipIt's: Σx, Σxxᵀ over samples of the N·units stacked features,
 and from them the Pearson correlation of the population covariance. How it is computed:
 
 - Each batch arrives as one (parts, units, samples) float32 tensor per model, in whichever

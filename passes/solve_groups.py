@@ -129,7 +129,7 @@ def _match_unit(
 
 
 def mudsc(program: Program) -> dict[str, Assignment]:
-    """MuDSC Algorithm 1 (spec §1.4) over every solve unit, as `program.options` configure it."""
+    """MuDSC Algorithm 1 over every solve unit, as `program.options` configure it."""
     opts = program.options
     alpha, matcher, options = opts.resolved_alpha, opts.resolved_matcher, opts.matcher_options
     n_models = len(program.states)
@@ -193,7 +193,7 @@ def _mixed(cw: np.ndarray, act, name: str, alpha: float) -> np.ndarray:
 
 
 def weight_matching(program: Program) -> dict[str, Assignment]:
-    """Git Re-Basin weight matching (spec §3): raw inner products, model 0 fixed."""
+    """Git Re-Basin weight matching: raw inner products, model 0 fixed."""
     opts = program.options
     n_models = len(program.states)
     units = solve_units(program)

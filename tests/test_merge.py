@@ -67,7 +67,7 @@ def test_merge_with_shuffled_copy_returns_the_model(name, method, options):
     probe = entry.fresh()
     err = relative_error(call(reference.eval(), probe), call(merged.eval(), probe))
     if method == "zipit" and _dead_units(program):
-        # ZipIt's activation-only zip gives dead units correlation 0 with everything (spec §1.2),
+        # ZipIt's activation-only zip gives dead units correlation 0 with everything (as in MuDSC),
         # so they may join a live cluster: exactness is not promised. MuDSC's weight term is.
         pytest.skip(f"{_dead_units(program)} dead units on the calibration data (err {err:.2g})")
     assert err < 1e-4, f"{name} {method} {options}: relative error {err:.3g}"
