@@ -153,6 +153,7 @@ def mudsc(program: Program) -> dict[str, Assignment]:
         return assign
     gen = torch.Generator().manual_seed(opts.seed)
     best, best_score, stale = dict(assign), -np.inf, 0
+    seen: dict[tuple, dict[str, Assignment]] = {}  # a visit's inputs -> its result
     bar = tqdm(desc="graphmerge: MuDSC sweeps", unit="sweep", disable=not opts.progress)
     with bar:
         for _ in range(opts.iters):
@@ -160,12 +161,18 @@ def mudsc(program: Program) -> dict[str, Assignment]:
             for k in torch.randperm(len(units), generator=gen).tolist():
                 unit = units[k]
                 bar.set_postfix_str(f"group {unit.root}", refresh=False)
-                sims = {
-                    n: _mixed(weights.correlation(n, assign, blocks), act, n, alpha)
-                    for n in unit.names
-                }
-                fresh = all(n in act for n in unit.names)
-                result = _match_unit(program, unit, sims, matcher, n_models, options, fresh)
+                # S depends only on the assignments of the groups the weight vectors read:
+                # when they are the ones of an earlier visit, so is the (deterministic) match
+                key = (k, *(_version(assign, d) for n in unit.names for d in weights.depends_on(n)))
+                result = seen.get(key)
+                if result is None:
+                    sims = {
+                        n: _mixed(weights.correlation(n, assign, blocks), act, n, alpha)
+                        for n in unit.names
+                    }
+                    fresh = all(n in act for n in unit.names)
+                    result = _match_unit(program, unit, sims, matcher, n_models, options, fresh)
+                    seen[key] = result
                 assign.update(_keep_unchanged(assign, result))
                 scores.append(result[unit.root].score)
             score = float(np.mean(scores))
@@ -181,6 +188,11 @@ def mudsc(program: Program) -> dict[str, Assignment]:
             if stale >= opts.patience:
                 break
     return best
+
+
+def _version(assign: dict[str, Assignment], name: str) -> int | None:
+    a = assign.get(name)
+    return None if a is None else a.version
 
 
 def _mixed(cw: np.ndarray, act, name: str, alpha: float) -> np.ndarray:
