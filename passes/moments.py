@@ -105,11 +105,12 @@ class Moments:
         n, u = self.n_models, self.units
         out = np.zeros((n * u, n * u))
         for (i, j), acc in self.pairs.items():
-            if i == j:
-                upper = np.triu(acc)
-                acc = upper + np.triu(upper, 1).T
-            out[i * u : (i + 1) * u, j * u : (j + 1) * u] = acc
-            out[j * u : (j + 1) * u, i * u : (i + 1) * u] = acc.T
+            block = out[i * u : (i + 1) * u, j * u : (j + 1) * u]
+            block[...] = acc
+            if i == j:  # SYRK wrote the upper triangle only
+                _mirror_upper(block)
+            else:
+                out[j * u : (j + 1) * u, i * u : (i + 1) * u] = acc.T
         if self.blocks == "cross":
             out[np.diag_indices_from(out)] = self.square
         return out
@@ -139,10 +140,21 @@ class Moments:
         σ_iσ_j clamped at 1e-7, dead units 0). For "cross" only the blocks [model 0, model i],
         their transposes and the diagonal are filled, everything else is 0: a permutation
         matcher reads S[:n, i·n:(i+1)·n] only."""
-        corr = correlation_from_moments(self.shifted_total, self._shifted_outer(), self.count)
+        outer = self._shifted_outer()
+        corr = correlation_from_moments(self.shifted_total, outer, self.count, overwrite=True)
         if self.blocks == "cross":
             _clear_unread(corr, self.units)
         return corr
+
+
+def _mirror_upper(m: np.ndarray, band: int = 512) -> None:
+    """In place: the lower triangle of the square `m` := the transpose of its upper one."""
+    for lo in range(0, m.shape[0], band):
+        hi = min(lo + band, m.shape[0])
+        m[lo:hi, :lo] = m[:lo, lo:hi].T
+        block = m[lo:hi, lo:hi]
+        lower = np.tril_indices(hi - lo, -1)
+        block[lower] = block.T[lower]
 
 
 def _samples(x: torch.Tensor) -> int:

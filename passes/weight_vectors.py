@@ -297,4 +297,5 @@ def _normalize_rows(g, mean, std, length, col0, col_mean=None, col_std=None, ban
         rows /= length
         rows -= np.outer(mean[lo : lo + band], col_mean)
         rows /= np.maximum(np.outer(std[lo : lo + band], col_std), MIN_STD_PRODUCT)
-        np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        if not np.isfinite(rows).all():
+            np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)

@@ -18,6 +18,7 @@ import numpy as np
 __all__ = ["correlation_from_moments", "inner_product_cost", "weight_correlation"]
 
 _MIN_STD_PRODUCT = 1e-7
+_BAND = 512  # rows per in-place step: temporaries stay (512, d)
 
 
 def _normalize_covariance(cov: np.ndarray) -> np.ndarray:
@@ -27,12 +28,15 @@ def _normalize_covariance(cov: np.ndarray) -> np.ndarray:
     return np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def correlation_from_moments(sum_x: np.ndarray, sum_xxT: np.ndarray, count: float) -> np.ndarray:
+def correlation_from_moments(
+    sum_x: np.ndarray, sum_xxT: np.ndarray, count: float, overwrite: bool = False
+) -> np.ndarray:
     """Pearson correlation (d, d) of d units from their accumulated first and second moments.
 
     Takes sum_x (d,) = Σ x, sum_xxT (d, d) = Σ x xᵀ over `count` samples (sums may be weighted,
     with `count` the total weight). Uses the population covariance E[xxᵀ] − E[x]E[x]ᵀ and
-    C_ij = Cov_ij / max(σ_iσ_j, 1e-7); dead units give 0, never NaN. Computed in float64.
+    C_ij = Cov_ij / max(σ_iσ_j, 1e-7); dead units give 0, never NaN. Computed in float64, a band
+    of rows at a time; `overwrite`: sum_xxT (float64) is a temporary the result may take over.
 
     Example:
         >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])  # (units, samples)
@@ -42,15 +46,28 @@ def correlation_from_moments(sum_x: np.ndarray, sum_xxT: np.ndarray, count: floa
     if count <= 0:
         raise ValueError(f"count must be positive, got {count}")
     sum_x = np.asarray(sum_x, dtype=np.float64)
-    sum_xxT = np.asarray(sum_xxT, dtype=np.float64)
+    own = overwrite and isinstance(sum_xxT, np.ndarray) and sum_xxT.dtype == np.float64
+    out = sum_xxT if own else np.array(sum_xxT, dtype=np.float64)
     d = sum_x.shape[0]
-    if sum_x.ndim != 1 or sum_xxT.shape != (d, d):
-        raise ValueError(
-            f"expected sum_x (d,) and sum_xxT (d, d), got {sum_x.shape}, {sum_xxT.shape}"
-        )
+    if sum_x.ndim != 1 or out.shape != (d, d):
+        raise ValueError(f"expected sum_x (d,) and sum_xxT (d, d), got {sum_x.shape}, {out.shape}")
     mean = np.nan_to_num(sum_x / count)
-    cov = np.nan_to_num(sum_xxT / count) - np.outer(mean, mean)
-    return _normalize_covariance(cov)
+    var = np.nan_to_num(out.diagonal() / count) - mean * mean
+    std = np.sqrt(np.clip(var, 0.0, None))
+    for lo in range(0, d, _BAND):
+        rows = out[lo : lo + _BAND]
+        rows /= count
+        _finite(rows)
+        rows -= np.outer(mean[lo : lo + _BAND], mean)
+        rows /= np.maximum(np.outer(std[lo : lo + _BAND], std), _MIN_STD_PRODUCT)
+        _finite(rows)
+    return out
+
+
+def _finite(rows: np.ndarray) -> None:
+    """NaN/inf -> 0 in place (one read when everything is finite, the common case)."""
+    if not np.isfinite(rows).all():
+        np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def weight_correlation(vectors: np.ndarray) -> np.ndarray:
