@@ -15,11 +15,15 @@ from graphmerge.assignment import Assignment, AxisMaps, apply_merge, apply_unmer
 from graphmerge.program import Program
 from graphmerge.units import group_units, leaf_coords, unit_index, unit_positions
 
-__all__ = ["FLOAT32_FROM_UNITS", "Gram", "WeightVectors"]
+__all__ = ["FLOAT32_FROM_UNITS", "FLOAT32_FROM_WORK", "Gram", "WeightVectors"]
 
 # Groups of at least this many stacked units (N·n) take their Gram products in float32
 # (accumulated in float64): twice as fast, correlations within about 1e-6 of float64.
 FLOAT32_FROM_UNITS = 2048
+# ... and so do groups whose Gram costs at least this many multiply-adds ((N·n)² x the length
+# of the weight vectors: a transformer's residual stream, read by every layer), about a
+# second of float64 BLAS; small models keep float64 everywhere.
+FLOAT32_FROM_WORK = 2**35
 MIN_STD_PRODUCT = 1e-7  # as `similarity.weight_correlation`: a constant vector correlates 0
 
 
@@ -128,7 +132,7 @@ class WeightVectors:
         and kept, as their Gram matrix or, when shorter, as their vectors (`blocks`: "all", or
         "cross" for the model-0-vs-i blocks and the diagonal only, what a permutation reads)."""
         static = self._static_part(name)
-        total = Gram.zeros(len(self.states), self.units(name), blocks)
+        total = Gram.zeros(len(self.states), self.units(name), blocks, self.float32(name))
         if isinstance(static, list):
             total.add(static)
         maps = AxisMaps(self.program, assignments, len(self.states))
@@ -156,11 +160,20 @@ class WeightVectors:
                     for i in models
                 ]
             else:
-                gram = Gram.zeros(len(self.states), self.units(name), "all")
+                gram = Gram.zeros(len(self.states), self.units(name), "all", self.float32(name))
                 for vectors in parts:
                     gram.add(vectors)
                 self._static[name] = gram
         return self._static[name]
+
+    def float32(self, name: str) -> bool:
+        """Whether group `name`'s Gram products run in float32 (see FLOAT32_FROM_WORK)."""
+        stacked = len(self.states) * self.units(name)
+        if stacked >= FLOAT32_FROM_UNITS:
+            return True
+        shapes = [self.states[0][m.param].shape for m in self.members(name)]
+        length = sum(shape.numel() // shape[m.axis] for shape, m in zip(shapes, self.members(name)))
+        return stacked * stacked * length >= FLOAT32_FROM_WORK
 
     def _add_member(self, gram: Gram, name: str, member, maps: AxisMaps) -> None:
         models = range(len(self.states))
@@ -199,24 +212,24 @@ class Gram:
     elements, as MuDSC's weight similarity does) follow without the vectors.
 
     blocks "cross" keeps only what a permutation matcher reads: the blocks of model 0 against
-    each model i and the diagonal. Groups of at least FLOAT32_FROM_UNITS stacked units take
+    each model i and the diagonal. Large groups (FLOAT32_FROM_UNITS, FLOAT32_FROM_WORK) take
     their products in float32 (accumulated in float64) and give float32 correlations: within
     about 1e-6 of float64, at half the time and memory.
     """
 
-    def __init__(self, n_models: int, units: int, blocks: str, g, diag, sums, length):
+    def __init__(self, n_models: int, units: int, blocks: str, g, diag, sums, length, large):
         self.n_models, self.units, self.blocks = n_models, units, blocks
         self.g, self.diag, self.sums, self.length = g, diag, sums, length
+        self.large = large  # float32 products and correlations
 
     @classmethod
-    def zeros(cls, n_models: int, units: int, blocks: str) -> Gram:
+    def zeros(cls, n_models: int, units: int, blocks: str, large: bool | None = None) -> Gram:
+        """An empty Gram; `large` defaults to N·n >= FLOAT32_FROM_UNITS."""
         size = n_models * units
         shape = (size, size) if blocks == "all" else (n_models - 1, units, units)
-        return cls(n_models, units, blocks, np.zeros(shape), np.zeros(size), np.zeros(size), 0)
-
-    @property
-    def large(self) -> bool:
-        return self.n_models * self.units >= FLOAT32_FROM_UNITS
+        large = size >= FLOAT32_FROM_UNITS if large is None else large
+        zeros = np.zeros
+        return cls(n_models, units, blocks, zeros(shape), zeros(size), zeros(size), 0, large)
 
     def add(self, vectors: list[np.ndarray]) -> None:
         """Add one member's slices, (units, L) per model."""

@@ -72,3 +72,25 @@ def test_float32_products_of_large_groups_stay_close_to_float64():
     big.add(v)
     reference = weight_correlation(np.concatenate(v, axis=0))
     np.testing.assert_allclose(big.correlation(), reference, atol=1e-5)
+
+
+def test_groups_with_costly_grams_take_float32_products(monkeypatch):
+    """A group below FLOAT32_FROM_UNITS whose Gram is costly (a residual stream read by every
+    layer) takes float32 products: same correlation within 1e-5; small groups stay float64."""
+    from graphmerge.passes import weight_vectors as wv
+
+    program, states = _setup("resnet20")
+    assign = _some_assignments(program)
+    name = max(
+        (g.name for g in program.free_groups() if not g.structure.within),
+        key=lambda n: len(WeightVectors(program, states).members(n)),
+    )
+    reference = WeightVectors(program, states).correlation(name, assign)
+    assert reference.dtype == np.float64
+    monkeypatch.setattr(wv, "FLOAT32_FROM_WORK", 1)
+    fast = WeightVectors(program, states)
+    assert fast.float32(name)
+    low = fast.correlation(name, assign)
+    assert low.dtype == np.float32
+    np.testing.assert_allclose(low, reference, atol=1e-5)
+    assert not np.array_equal(low, reference.astype(np.float32))  # it did change precision
