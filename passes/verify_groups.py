@@ -4,8 +4,9 @@ Reads: `program.groups`, `program.spaces`, `program.axis_layouts`, the model and
 Writes: `program.groups` (each free group gets `verified=True`, or is frozen with the reason
 `failed self-check: ...`), `program.timings["verify_forwards"]`.
 
-One forward with every free group permuted at once (in float64 where the model allows and has at
-most 50M parameters, so that the tolerance can be tight); on failure, bisection finds the groups responsible and freezes
+One forward with every free group permuted at once, on the first 8 samples of a batch-first example
+(in float64 where the model allows and has at most 50M parameters, so that the tolerance can be
+tight; larger models: float32 on two samples); on failure, bisection finds the groups responsible and freezes
 exactly those, with a warning naming them, their members and the ops on their spaces.
 `strict=True` raises `VerifyError` instead.
 """
@@ -32,6 +33,9 @@ _SEED = 20240301
 # weights would cost more memory than the rest of the merge; and on the first two samples of the
 # example when it is batch-first (the check's forwards cost as much as a calibration batch's).
 FLOAT64_CHECK_MAX_PARAMS = 50_000_000
+# Smaller models are checked in float64 on at most this many samples of a batch-first example
+# (a float64 forward over a whole calibration batch of images costs several float32 ones).
+CHECK_SAMPLES = 8
 
 
 def _cast(value, dtype):
@@ -57,22 +61,35 @@ class _Checker:
         self.dtype = torch.float64 if params <= FLOAT64_CHECK_MAX_PARAMS else torch.float32
         self.forwards = 0
         if params > FLOAT64_CHECK_MAX_PARAMS:  # a large model: check on two samples if it can
-            self.reference = self._on_few_samples()
+            self.reference = self._on_few_samples(2)
             if self.reference is not None:
                 self._check_finite()
                 self.tolerance = 1e-4
                 return
-        try:
-            self.reference = self._run(self.state)
-        except Exception:
-            if self.dtype == torch.float32:
-                raise
-            self.dtype = torch.float32
-            self.reference = self._run(self.state)
+        full, dtype = (self.args, self.kwargs), self.dtype
+        if self._on_few_samples(CHECK_SAMPLES, run=False):
+            try:  # on the first CHECK_SAMPLES rows, if the model runs on them
+                self.reference = self._reference()
+            except Exception:  # noqa: BLE001 (not batch-first after all: the whole example)
+                self.args, self.kwargs = full
+                self.dtype = dtype
+                self.reference = self._reference()
+        else:
+            self.reference = self._reference()
         self._check_finite()
         # Tight in float64, unless the model casts to a lower precision inside (RMSNorm's
         # `.to(torch.float32)`): then permuted sums round at that precision.
         self.tolerance = 1e-7 if self.dtype == torch.float64 and not _casts_down(program) else 1e-4
+
+    def _reference(self) -> list:
+        """The outputs with the original weights, in float64 if the model runs in it."""
+        try:
+            return self._run(self.state)
+        except Exception:
+            if self.dtype == torch.float32:
+                raise
+            self.dtype = torch.float32
+            return self._run(self.state)
 
     def _check_finite(self) -> None:
         for i, out in enumerate(self.reference):
@@ -82,9 +99,10 @@ class _Checker:
                     "has NaN/inf values; check the weights and the inputs"
                 )
 
-    def _on_few_samples(self, keep: int = 2):
+    def _on_few_samples(self, keep: int, run: bool = True):
         """The reference outputs on the first `keep` rows of every input, when all inputs share
-        a leading axis longer than that and the model runs on the slice (else None)."""
+        a leading axis longer than that and the model runs on the slice (else None; with
+        `run=False` the inputs are cut and True returned, the model is not run)."""
         tensors = [v for v in (*self.args, *self.kwargs.values()) if isinstance(v, torch.Tensor)]
         leading = {v.shape[0] if v.dim() else 0 for v in tensors}
         if len(leading) != 1 or leading.pop() <= keep:
@@ -92,6 +110,8 @@ class _Checker:
         full = self.args, self.kwargs
         self.args = tuple(_first_rows(a, keep) for a in self.args)
         self.kwargs = {k: _first_rows(v, keep) for k, v in self.kwargs.items()}
+        if not run:
+            return True
         try:
             return self._run(self.state)
         except Exception:  # noqa: BLE001 (not batch-first after all: check on the full example)
