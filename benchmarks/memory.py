@@ -32,6 +32,32 @@ def rss_bytes() -> int | None:
         return None
 
 
+def peak_rss_bytes() -> int | None:
+    """This process's peak RSS so far (VmHWM of /proc/self/status), bytes; None without /proc.
+
+    Not ru_maxrss: on Linux that is max(VmHWM, the RSS of the image replaced by exec), so a
+    child spawned by a big parent reports the parent's RSS as its floor."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: `echo 5 > clear_refs`).
+    False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _trim() -> None:
     """glibc's malloc_trim(0): return freed heap pages to the OS (no-op elsewhere)."""
     try:

@@ -55,6 +55,7 @@ _TESTS = str(_ROOT / "tests")
 if _TESTS not in sys.path:  # the zoo lives with the tests
     sys.path.insert(0, _TESTS)
 
+from benchmarks.memory import peak_rss_bytes, reset_peak_rss
 from benchmarks.trace_depth import build_model as build_bert
 from benchmarks.trace_depth import machine
 
@@ -230,32 +231,12 @@ def warm_up(methods, args) -> None:
 
 
 def _peak_rss_bytes() -> tuple[int, str]:
-    """This process's peak RSS: VmHWM of /proc/self/status on Linux, else ru_maxrss.
-
-    Not ru_maxrss on Linux: getrusage(RUSAGE_SELF).ru_maxrss is max(VmHWM, the RSS of the
-    process image replaced by exec), so a child spawned by a big parent (this benchmark, after a
-    BERT merge) reports the parent's RSS as its floor, and the reset below cannot lower it.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, "VmHWM"
-    except OSError:
-        pass
+    """This process's peak RSS: VmHWM on Linux (see `peak_rss_bytes`), else ru_maxrss."""
+    peak = peak_rss_bytes()
+    if peak is not None:
+        return peak, "VmHWM"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (rss if sys.platform == "darwin" else rss * 1024), "ru_maxrss"
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux: `echo 5 > clear_refs`).
-    False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def memory_in_process(models, data, method: str, args) -> dict:
@@ -277,7 +258,7 @@ def child(spec: str, args) -> int:
     models = [model, perturbed(model)]
     data = case.data(args.batches)
     gc.collect()
-    reset = _reset_peak_rss()  # else the import's transient peak hides a small merge's
+    reset = reset_peak_rss()  # else the import's transient peak hides a small merge's
     before, _ = _peak_rss_bytes()
     do_merge(models, data, method, args)
     after, source = _peak_rss_bytes()

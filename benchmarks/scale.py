@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.memory import peak_rss_bytes
 from benchmarks.scale_table import STAGES, header, markdown, save, time_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,21 +302,9 @@ def _child(argv: list[str]) -> None:
     tokens = fields.pop("tokens")
     case = Case(**fields, tokens=tuple(tokens) if tokens else None)
     row = measure(case, int(threads), watch)
-    row["vm_hwm"] = _vm_hwm()
+    row["vm_hwm"] = peak_rss_bytes()
     Path(result).write_text(json.dumps(row))
     watch.stop.set()
-
-
-def _vm_hwm() -> int | None:
-    """The process's peak RSS so far (VmHWM), bytes."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 # --- in the parent ------------------------------------------------------------------------------

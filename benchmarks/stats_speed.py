@@ -39,6 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 CASES = ("resnet20x4", "gpt2", "gpt2-4L")
@@ -47,30 +49,7 @@ ANALYSIS = ("trace", "annotate_axes", "infer_groups", "verify_groups")  # compil
 
 def peak_rss() -> int:
     """VmHWM (peak resident set size) in bytes; 0 where /proc is missing."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def current_rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
-def reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    return peak_rss_bytes() or 0
 
 
 def build_pair(case: str, quick: bool) -> tuple[list, list, str]:
@@ -160,8 +139,8 @@ def run_case(case: str, blocks: str, quick: bool, merge: bool, precision: bool =
     program = compile_program(models[0], data[0])
     states = [{k: v.detach() for k, v in m.state_dict().items()} for m in models]
     floors = [forward_floor(models, data)]
-    start_rss = current_rss()
-    reset_peak()
+    start_rss = rss_bytes() or 0
+    reset_peak_rss()
     _, cpu, wall = timed(lambda: collect(program, states, data, blocks))
     peak = peak_rss()
     floors.append(forward_floor(models, data))
