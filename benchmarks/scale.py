@@ -70,17 +70,23 @@ __all__ = ["METHODS", "STAGES", "Case", "cases", "markdown", "measure", "run", "
 @dataclass(frozen=True)
 class Case:
     """One merge to measure: pair name, method key (METHODS), size ("full", "quick", "tiny"),
-    reset_bn, and `tokens` = (batches, batch, seq) overriding the pair's calibration shape."""
+    reset_bn, `tokens` = (batches, batch, seq) overriding the pair's calibration shape, and
+    `memory_budget` (gm.merge's option, e.g. "3GB"; None: the library's default)."""
 
     pair: str
     method: str
     size: str = "full"
     reset_bn: bool = True
     tokens: tuple[int, int, int] | None = None
+    memory_budget: str | None = None
 
 
 def cases(
-    pairs, methods, size: str = "full", tokens: tuple[int, int, int] | None = None
+    pairs,
+    methods,
+    size: str = "full",
+    tokens: tuple[int, int, int] | None = None,
+    memory_budget: str | None = None,
 ) -> list[Case]:
     """Every (pair, method, reset_bn setting of the pair) at `size`."""
     from benchmarks.scale_models import PAIRS
@@ -92,7 +98,10 @@ def cases(
         if m not in METHODS:
             raise SystemExit(f"unknown method {m!r}; methods: {', '.join(METHODS)}")
     return [
-        Case(p, m, size, bn, tokens) for p in pairs for m in methods for bn in PAIRS[p].reset_bn
+        Case(p, m, size, bn, tokens, memory_budget)
+        for p in pairs
+        for m in methods
+        for bn in PAIRS[p].reset_bn
     ]
 
 
@@ -255,6 +264,7 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
                 return_program=True,
                 progress=False,
                 reset_bn=case.reset_bn,
+                memory_budget=case.memory_budget,
                 **options,
             )
             total = time.perf_counter() - start
@@ -436,6 +446,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--min-free", type=float, default=0.75, help="stop a case when the machine has less (GB)"
     )
+    parser.add_argument(
+        "--memory-budget",
+        default=None,
+        help="gm.merge's memory_budget, e.g. 3GB (default: its own)",
+    )
     parser.add_argument("--write", action="store_true", help="save to benchmarks/results/")
     parser.add_argument(
         "--render", type=Path, default=None, metavar="JSON", help="rewrite JSON's .md and exit"
@@ -447,7 +462,7 @@ def main(argv=None) -> None:
         return
     size = args.size or ("quick" if args.quick else "full")
     tokens = tuple(int(n) for n in args.tokens.lower().split("x")) if args.tokens else None
-    todo = cases(args.pairs.split(","), args.methods.split(","), size, tokens)
+    todo = cases(args.pairs.split(","), args.methods.split(","), size, tokens, args.memory_budget)
     avail = available_bytes()
     cap = int(args.max_rss * GB) if args.max_rss else (avail - GB if avail else None)
     text = " ".join(sys.argv[1:] if argv is None else argv)

@@ -51,6 +51,8 @@ def label(row: dict) -> str:
     from benchmarks.scale_models import PAIRS
 
     size = "" if row["size"] == "full" else f" ({row['size']})"
+    if row.get("memory_budget"):
+        size += f", budget {row['memory_budget']}"
     if PAIRS[row["pair"]].kind != "images":
         return row["pair"] + size
     return f"{row['pair']}{size}, bn {'reset' if row['reset_bn'] else 'kept'}"
@@ -162,7 +164,14 @@ def header(argv: str, threads: int, memory: tuple, timeout: float, rows=()) -> s
 
 
 def _key(row: dict) -> tuple:
-    return (row["pair"], row["method"], row["size"], row["reset_bn"], str(row.get("tokens")))
+    return (
+        row["pair"],
+        row["method"],
+        row["size"],
+        row["reset_bn"],
+        str(row.get("tokens")),
+        row.get("memory_budget"),
+    )
 
 
 def save(rows: list[dict], top: str, stem: Path, keep: bool = True) -> Path:
