@@ -14,6 +14,9 @@ batch per model), then runs `gm.merge(models, batches, method=..., return_progra
 progress=False)` while a thread samples the process's RSS (benchmarks/memory.py). Per stage
 (the pass names of `program.timings`): seconds, the ratio to the floor, and the peak RSS of the
 whole process (models, data and libraries included: the RSS before the merge is its own column).
+`CPU total/floor` is the same ratio in CPU seconds of the process (time.process_time: on a
+machine shared with other jobs, wall clock of the floor and of the merge, minutes apart, see
+different loads; CPU time of a one-thread process does not).
 `peak/weights` is the peak RSS over the two models' float32 weights; `plan GB` is the merge
 plan's own estimate (`program.memory_plan`) when the library makes one, else "—".
 
@@ -251,12 +254,14 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
         watch.info = _describe(case, models, batches, threads)
         watch.phase = "forward floor"
         watch.info["loadavg"] = [os.getloadavg()[0]]
+        cpu = time.process_time()
         floors = forward_floor(models, batches)
-        watch.info.update(floor_s=sum(floors), floor_per_model_s=floors)
+        floor_cpu = time.process_time() - cpu
+        watch.info.update(floor_s=sum(floors), floor_per_model_s=floors, floor_cpu_s=floor_cpu)
         gc.collect()
         watch.phase = "merge"
         with RSSSampler(interval=0.01) as rss:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             _, program = gm.merge(
                 models,
                 batches,
@@ -267,7 +272,7 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
                 memory_budget=case.memory_budget,
                 **options,
             )
-            total = time.perf_counter() - start
+            total, total_cpu = time.perf_counter() - start, time.process_time() - cpu
         watch.phase = "done"
         watch.info["loadavg"].append(os.getloadavg()[0])
     finally:
@@ -281,6 +286,7 @@ def measure(case: Case, threads: int = 1, watch: _Watch | None = None) -> dict:
         "counters": {k: v for k, v in program.timings.items() if k not in program.spans},
         "stage_rss": {k: base + v * 2**20 for k, v in mem.items() if k != "peak"},
         "total_s": total,
+        "total_cpu_s": total_cpu,
         "rss_before": base,
         "peak_rss": base + mem.get("peak", 0.0) * 2**20,
         "rss_after": rss_bytes(),

@@ -72,6 +72,7 @@ def time_row(row: dict) -> str:
         *[_sec(stages.get(s)) for s in STAGES],
         _sec(total),
         _ratio(total, floor),
+        _ratio(row.get("total_cpu_s"), row.get("floor_cpu_s")),
         _gb(row.get("rss_before")),
         _gb(peak),
         _ratio(peak, weights),
@@ -102,7 +103,15 @@ def _failure_line(row: dict) -> str:
 TIME_COLUMNS = (
     ["pair", "method", "status", "params", "weights GB", "floor s"]
     + STAGES
-    + ["total s", "total/floor", "RSS before GB", "peak RSS GB", "peak/weights", "plan GB"]
+    + [
+        "total s",
+        "total/floor",
+        "CPU total/floor",
+        "RSS before GB",
+        "peak RSS GB",
+        "peak/weights",
+        "plan GB",
+    ]
 )
 
 
