@@ -8,8 +8,9 @@ arguments by schema name (`cx.arg("dim")`), so positional and keyword forms are 
 
 `table.py` is the one table of op facts: which op has which rule, which rules are structural (see
 stacked layouts `Blk`/`Alt` unresolved), and which ops pass an axis through (`flow`). The rules
-live by family: elementwise, contractions, attention, norms, reductions, spatial, shapes, reshape,
-indexing. An op with no entry freezes every axis it touches (see passes/annotate_axes.py).
+live by family: elementwise, contractions, attention, norms, recurrent, reductions, spatial,
+shapes, reshape, indexing. An op with no entry freezes every axis it touches (see
+passes/annotate_axes.py).
 
     >>> import torch
     >>> from graphmerge.rules import rule_for

@@ -16,6 +16,7 @@ from graphmerge.rules import (
     flows,
     indexing,
     norms,
+    recurrent,
     reductions,
     reshape,
     shapes,
@@ -82,6 +83,9 @@ TABLE: tuple[Row, ...] = (
         "scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu",
         attention.sdpa,
     ),
+    # -- recurrent layers -----------------------------------------------------------------------
+    row("lstm gru rnn_tanh rnn_relu", recurrent.recurrent, structural=True),
+    row("lstm_cell gru_cell rnn_tanh_cell rnn_relu_cell", recurrent.cell),
     # -- normalization --------------------------------------------------------------------------
     row("batch_norm instance_norm", norms.batch_norm),
     row(
