@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from graphmerge.layout import UNIT, Alt, Blk, Layout, Prod
+from graphmerge.layout import UNIT, Alt, Blk, Cat, Layout, Prod
 
 if TYPE_CHECKING:
     from graphmerge.rule_context import RuleContext
@@ -46,6 +46,7 @@ def reshape_layouts(cx: RuleContext, x: tuple, in_shape, out_shape) -> tuple:
             continue
         facs = [f for d in run_in for f in store.factors(x[d])]
         sizes = [out_shape[d] for d in run_out]
+        facs = _blocks_as_product(cx, facs, sizes)
         merged = Prod(tuple(facs))
         pieces = (
             store.split(merged, sizes, f"reshape ({cx.where()})") if len(run_out) > 1 else [merged]
@@ -53,6 +54,23 @@ def reshape_layouts(cx: RuleContext, x: tuple, in_shape, out_shape) -> tuple:
         for d, p in zip(run_out, pieces):
             out[d] = p
     return tuple(out)
+
+
+def _blocks_as_product(cx: RuleContext, facs: list, sizes: list[int]) -> list:
+    """A concatenation of k equal blocks viewed as (k, rest) (channel shuffle: `cat` then
+    `view(B, k, C / k, ...)`): the blocks become one space `rest`, the block index a frozen
+    factor; otherwise the factors unchanged (a concatenation cannot be split into a product)."""
+    if len(facs) != 1 or len(sizes) < 2:
+        return facs
+    cat = cx.store.normalize(facs[0])
+    if not isinstance(cat, Cat) or len(cat.parts) != sizes[0]:
+        return facs
+    size = cx.store.size(cat) // sizes[0]
+    if any(cx.store.size(p) != size for p in cat.parts):
+        return facs
+    blocks, rest = cx.new(sizes[0], "blocks"), cx.new(size, "block")
+    cx.unify(cat, Prod((blocks, rest)), f"concatenated blocks viewed as a product ({cx.where()})")
+    return [blocks, rest]
 
 
 def _block_split(cx: RuleContext, x: tuple, in_shape, out_shape):
