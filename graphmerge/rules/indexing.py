@@ -29,6 +29,7 @@ __all__ = [
     "index_put",
     "index_select",
     "narrow",
+    "one_hot",
     "scatter",
     "searchsorted",
     "select",
@@ -281,3 +282,10 @@ def searchsorted(cx: RuleContext):
     for a, b in zip(seq[:-1], values[: len(seq) - 1]):
         cx.unify(a, b, cx.op_name())
     return values
+
+
+def one_hot(cx: RuleContext):
+    """one_hot(indices, num_classes): the index axes pass through; the class axis is
+    positional (each class is a position)."""
+    classes = cx.out_shape()[-1]
+    return tuple(cx.axes(0)) + (cx.new(classes, "classes", frozen="one_hot classes"),)

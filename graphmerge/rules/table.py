@@ -237,6 +237,7 @@ TABLE: tuple[Row, ...] = (
     row("embedding", indexing.embedding),
     row("embedding_bag _embedding_bag _embedding_bag_forward_only", indexing.embedding_bag),
     row("searchsorted bucketize", indexing.searchsorted),
+    row("one_hot", indexing.one_hot),
 )
 
 # Rules by torch target (op packets, operator.getitem), and by "namespace.name" for ops that a
