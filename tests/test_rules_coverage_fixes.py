@@ -75,3 +75,34 @@ def test_einsum_with_ellipsis_contracts_like_the_explicit_form():
     free = {p for g in analysis.groups if not g.frozen and g.size > 1 for p in g.params()}
     assert {("q.weight", 0), ("k.weight", 0), ("v.weight", 0), ("o.weight", 1)} <= free
     assert analysis.permutable_share == 1.0
+
+
+class HeadsFirstFusedQKV(nn.Module):
+    """Bloom / Persimmon: one projection viewed as (B, T, heads, 3, head_dim), then q, k, v by
+    constant index on the block axis."""
+
+    def __init__(self, heads: int = 2, dim: int = 4):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.qkv, self.o = nn.Linear(6, 3 * heads * dim), nn.Linear(heads * dim, 3)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        fused = self.qkv(x).view(b, t, self.heads, 3, self.dim)
+        q, k, v = (fused[..., i, :].transpose(1, 2) for i in range(3))
+        out = torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+        return self.o(out.transpose(1, 2).flatten(2))
+
+
+def test_a_block_axis_inside_the_heads_gives_q_k_v_their_own_spaces():
+    """The block axis was found only as a leading factor: inside the heads it was pinned
+    (frozen by the constant index) and q, k, v shared one head_dim permutation."""
+    torch.manual_seed(0)
+    analysis = _analyze_and_shuffle(HeadsFirstFusedQKV(), torch.randn(2, 5, 6))
+    assert analysis.permutable_share == 1.0
+    free = [g for g in analysis.groups if not g.frozen and g.size > 1]
+    # one heads group, one group for q and k's head_dim (contracted together), one for v's
+    on_qkv = [g for g in free if ("qkv.weight", 0) in g.params()]
+    assert sorted(g.size for g in on_qkv) == [2, 4, 4]
+    (v,) = [g for g in on_qkv if ("o.weight", 1) in g.params() and g.size == 4]
+    assert v.structure.within  # permuted within heads
