@@ -5,7 +5,7 @@ benchmarks/convnets.py) graphmerge traces, groups and shuffles.
     python -m benchmarks.coverage --only bert-cls,llama-cls
     python -m benchmarks.coverage --markdown > benchmarks/coverage_table.md
     python -m benchmarks.coverage --json coverage.json
-    python -m benchmarks.coverage --readme readme_table.md  # the README's table, to paste
+    python -m benchmarks.coverage --readme README.md  # rewrite the README's table in place
     python -m benchmarks.coverage --list                   # the architecture names
 
 Every architecture is built from a *tiny* config with random weights (hidden 32-64, 1-2 layers,
@@ -18,11 +18,10 @@ For each architecture, inside its own try/except (one failure never stops the ru
 1. build it (plus small noise on every parameter and BatchNorm statistic, so that no tensor is
    constant and a permutation always shows) and its example inputs (a dict of keyword tensors);
 2. `gm.analyze(model, inputs)`: trace, infer the permutation groups, self-check them;
-3. shuffle it with every free group permuted (`gm.shuffle`'s code path, on the analysis already
-   made, so the model is not traced twice; `--public-shuffle` calls `gm.shuffle` itself, with the
-   same results) and compare the outputs of the original and the twin
-   on *other* inputs of the same shape: max abs difference over every floating output, relative
-   to that output's largest magnitude; "function kept" when it is <= 1e-4;
+3. shuffle it with every free group permuted (`gm.shuffle`, which traces and checks the model
+   again) and compare the outputs of the original and the twin on *other* inputs of the same
+   shape: max abs difference over every floating output, relative to that output's largest
+   magnitude; "function kept" when it is <= 1e-4;
 4. count the share of parameter tensors the shuffle changed.
 
 Status: `✓` traced, function kept, no hidden group frozen by an op without a rule and none by the
@@ -84,6 +83,24 @@ SMOKE = ("bert-cls", "gpt2-cls", "llama-cls", "vit-cls", "resnet-cls")
 # ------------------------------------------------------------------------- building
 
 
+def config_of(arch: Arch, **overrides):
+    """The transformers config of `arch` (its tiny kwargs and attention), `overrides` applied.
+
+    The one place the benchmarks build Hugging Face configs (benchmarks.trace_depth scales
+    bert-cls's up).
+    """
+    import transformers
+
+    kwargs = {k: _sub_config(v) for k, v in arch.config.items()}
+    if arch.attn is not None:
+        kwargs["attn_implementation"] = arch.attn
+    kwargs.update(overrides)
+    config = getattr(transformers, arch.config_cls)(**kwargs)
+    if kwargs.get("attn_implementation") is not None:
+        config._attn_implementation = kwargs["attn_implementation"]
+    return config
+
+
 def build(arch: Arch, seed: int = 0) -> nn.Module:
     """The model, randomly initialized from its tiny config, in eval mode."""
     if arch.source == "convnets":
@@ -95,13 +112,7 @@ def build(arch: Arch, seed: int = 0) -> nn.Module:
         return model.eval()
     import transformers
 
-    config_cls = getattr(transformers, arch.config_cls)
-    kwargs = {k: _sub_config(v) for k, v in arch.config.items()}
-    if arch.attn is not None:
-        kwargs["attn_implementation"] = arch.attn
-    config = config_cls(**kwargs)
-    if arch.attn is not None:
-        config._attn_implementation = arch.attn
+    config = config_of(arch)
     torch.manual_seed(seed)
     model = getattr(transformers, arch.model_cls)(config)
     jitter(model, seed)
@@ -281,20 +292,6 @@ def max_rel_diff(ref, out) -> float:
     return worst
 
 
-def shuffled_twin(model: nn.Module, analysis, seed: int) -> nn.Module:
-    """`gm.shuffle(model, inputs, seed)` on an analysis already made (same code, no re-trace)."""
-    import copy
-
-    from graphmerge.permute import permute_state_dict, random_permutations
-
-    program = analysis.program
-    perms = random_permutations(program, seed)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    twin = copy.deepcopy(model)
-    twin.load_state_dict(permute_state_dict(program, perms, state))
-    return twin.eval()
-
-
 class _Timeout(Exception):
     pass
 
@@ -323,9 +320,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}"[:300]
 
 
-def measure(
-    arch: Arch, *, seed: int = 0, use_public_shuffle: bool = False, timeout: int = PER_ARCH_TIMEOUT
-) -> Result:
+def measure(arch: Arch, *, seed: int = 0, timeout: int = PER_ARCH_TIMEOUT) -> Result:
     """Build, analyze, shuffle and compare one architecture; never raises."""
     import graphmerge as gm
 
@@ -375,10 +370,7 @@ def measure(
                 res.unruled[key] = res.unruled.get(key, 0) + n
                 res.unruled_sites.append(f"{op} at {where}" + (f" x{n}" if n > 1 else ""))
 
-            if use_public_shuffle:
-                twin = gm.shuffle(model, inputs, seed=seed + 1).eval()
-            else:
-                twin = shuffled_twin(model, analysis, seed + 1)
+            twin = gm.shuffle(model, inputs, seed=seed + 1).eval()
             params = dict(model.named_parameters())
             twin_params = dict(twin.named_parameters())
             res.total_tensors = len(params)
@@ -490,6 +482,28 @@ def readme_table(results: list[Result]) -> str:
             f"| {_cell(why) or '—'} |"
         )
     return "\n".join(lines)
+
+
+README_BEGIN, README_END = "<!-- coverage table: begin -->", "<!-- coverage table: end -->"
+
+
+def write_readme_table(path: str, results: list[Result], command: str) -> None:
+    """Replace the text between README_BEGIN and README_END in the file at `path` with the
+    command, the summary line and `readme_table`; raises ValueError when a marker is missing."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, sep, rest = text.partition(README_BEGIN)
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        raise ValueError(f"{path}: no {README_BEGIN} ... {README_END} block to rewrite")
+    import transformers
+
+    block = (
+        f"`{command}` ({datetime.date.today()}, transformers {transformers.__version__}): "
+        f"{summary_line(results)}.\n\n{readme_table(results)}\n"
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
 
 
 def unruled_summary(results: list[Result]) -> list[dict]:
@@ -634,11 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         help="print a full Markdown document (header, tables, details)",
     )
     parser.add_argument("--list", action="store_true", help="print the architecture names")
-    parser.add_argument("--readme", help="also write the README's summary line and table here")
     parser.add_argument(
-        "--public-shuffle",
-        action="store_true",
-        help="call gm.shuffle (traces the model a second time)",
+        "--readme",
+        help="rewrite the summary line and table between the coverage markers of this file",
     )
     parser.add_argument(
         "--timeout", type=int, default=PER_ARCH_TIMEOUT, help="seconds per architecture (0: none)"
@@ -661,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     start = time.perf_counter()
     for arch in archs:
-        r = measure(arch, use_public_shuffle=args.public_shuffle, timeout=args.timeout)
+        r = measure(arch, timeout=args.timeout)
         results.append(r)
         print(
             f"[{len(results)}/{len(archs)}] {r.name:18s} {r.status:8s} {r.total_s:5.1f}s "
@@ -673,8 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     wall = time.perf_counter() - start
     if args.readme:
-        with open(args.readme, "w") as f:
-            f.write(summary_line(results) + "\n\n" + readme_table(results) + "\n")
+        write_readme_table(args.readme, results, command)
     if args.markdown:
         print(markdown(results, command, wall))
     else:

@@ -4,8 +4,10 @@
 
 Each pair: a random 5+5 class split, model A trained on task A from one seed, model B on task B
 from another (different initialisations), both ending in the shared class-vector head
-(graphmerge/tasks.py). Joint accuracy is the argmax over all ten classes on the test images of
-all classes; per-task is the mean of the two tasks' accuracies restricted to their classes.
+(examples/tasks.py), merged with every method of `COMPARED` by `compare_pair`
+(examples/compare.py, the code `graphmerge demo` runs on one pair). Joint accuracy is the argmax
+over all ten classes on the test images of all classes; per-task is the mean of the two tasks'
+accuracies restricted to their classes.
 """
 
 from __future__ import annotations
@@ -13,25 +15,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import time
 
 import numpy as np
 import torch
 
-import graphmerge as gm
-from graphmerge.tasks import (
-    COMPARED,
-    CNNEmbed,
-    MLPEmbed,
-    calibration_batches,
-    digits_split,
-    ensemble_evaluate,
-    evaluate,
-    train,
-)
-
-METHODS = list(COMPARED.values())
-ARCHS = {"mlp": (MLPEmbed, False), "cnn": (CNNEmbed, True)}
+from graphmerge_examples.compare import COMPARED, compare_pair
 
 
 def run(archs: list[str], pairs: int, epochs: int = 20) -> str:
@@ -44,21 +32,17 @@ def run(archs: list[str], pairs: int, epochs: int = 20) -> str:
         "",
     ]
     for arch in archs:
-        cls, image = ARCHS[arch]
         scores: dict[str, list[tuple[float, float]]] = {}
         times: dict[str, list[float]] = {}
         for pair in range(pairs):
-            data = digits_split(seed=pair, image=image)
-            a = train(cls(), data, task=0, seed=10 * pair + 1, epochs=epochs)
-            b = train(cls(), data, task=1, seed=10 * pair + 2, epochs=epochs)
-            cal = calibration_batches(data)
-            ens = ensemble_evaluate([a, b], data)
+            result = compare_pair(
+                arch, pair, (10 * pair + 1, 10 * pair + 2), list(COMPARED), epochs
+            )
+            ens = result.ensemble
             scores.setdefault("ensemble (upper bound)", []).append((ens["joint"], ens["per_task"]))
-            for label, method, options in METHODS:
-                start = time.perf_counter()
-                merged = gm.merge([a, b], cal, method=method, progress=False, **options)
-                times.setdefault(label, []).append(time.perf_counter() - start)
-                r = evaluate(merged, data)
+            for key, (r, seconds) in result.merged.items():
+                label = COMPARED[key][0]
+                times.setdefault(label, []).append(seconds)
                 scores.setdefault(label, []).append((r["joint"], r["per_task"]))
         lines += [
             f"**{arch.upper()}** ({pairs} pairs)",

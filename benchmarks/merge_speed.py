@@ -48,7 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from graphmerge.tasks import random_batches
+from graphmerge.batches import random_batches
 
 _ROOT = Path(__file__).resolve().parents[1]
 _TESTS = str(_ROOT / "tests")

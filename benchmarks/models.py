@@ -1,5 +1,6 @@
 """The benchmark architectures (issue 5), each ending in the shared class-vector head
-(`graphmerge.tasks.ClassHead`: scaled cosine against fixed class vectors, common to both models).
+(`graphmerge_examples.tasks.ClassHead`: scaled cosine against fixed class vectors, common to both
+models).
 
 All take MNIST-shaped input (N, 1, 28, 28); the MLP also takes digits/mnist1d-shaped flat input
 (set `d_in`), the CNNs take any (N, 1, H, W).
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphmerge.tasks import ClassHead
+from graphmerge_examples.tasks import ClassHead
 
 __all__ = ["ARCHS", "ReBasinMLP", "ResNet20", "ViT", "build"]
 
@@ -164,7 +165,7 @@ class ViT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """Called by graphmerge.tasks.train (with the training seed), like every submodule's."""
+        """Called by graphmerge_examples.tasks.train (with the training seed), like any module's."""
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.02)
 

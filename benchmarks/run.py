@@ -5,13 +5,14 @@ class splits, mean ± std over pairs, MuDSC's alpha swept and tuned, speed and m
                              [--archs mlp,resnet_bn,resnet_gn,vit] [--out benchmarks/results]
     python -m benchmarks.run --summarize benchmarks/results/mnist.json   # overview tables again
 
-Protocol (MUDSC_SPEC.md §1.9): pair p draws a random 5+5 class split (seed p); model A is
+Protocol (the MuDSC paper's disjoint-class setup): pair p draws a random 5+5 class split (seed p); model A is
 trained on task A's classes from seed 10p+1, model B on task B's from seed 10p+2 (different
-initialisations). Every model ends in the shared class-vector head (`graphmerge.tasks.ClassHead`),
-so joint accuracy is the argmax over all ten classes on the test images of all classes; task A/B
-accuracy is the argmax restricted to that task's classes on its test images; per-task is their
-mean. The ensemble (sum of the two models' softmax) is the upper bound. Calibration data for the
-merges (activations, BatchNorm reset) is training images of both tasks. On pair 0, MuDSC is also
+initialisations). Every model ends in the shared class-vector head
+(`graphmerge_examples.tasks.ClassHead`), so joint accuracy is the argmax over all ten classes on
+the test images of all classes; task A/B accuracy is the argmax restricted to that task's classes
+on its test images; per-task is their mean. The ensemble (sum of the two models' softmax) is the
+upper bound. Calibration data for the merges (activations, BatchNorm reset) is training images
+of both tasks. On pair 0, MuDSC is also
 merged at every alpha (zip 0..1, permute 0.1..0.9); alpha* is the paper's grid point (0.1..0.9)
 with the best joint accuracy on further training images, and every pair is merged at alpha* too.
 
@@ -40,8 +41,8 @@ import numpy as np
 import torch
 
 import graphmerge as gm
-from graphmerge.tasks import (
-    COMPARED,
+from graphmerge_examples.compare import COMPARED
+from graphmerge_examples.tasks import (
     TaskData,
     calibration_batches,
     digits_split,
@@ -505,7 +506,7 @@ def speed_summary(results: dict, label: str = "MuDSC zip") -> list[str]:
     return lines
 
 
-# The paper's ordering (MUDSC_SPEC.md §1.11), as (claim, left rows, right rows, strict): the best
+# The ordering of the MuDSC paper's tables, as (claim, left rows, right rows, strict): the best
 # joint accuracy of the left rows (None: the worst merge) must be above (strict) or at least (not
 # strict) the best of the right rows.
 CLAIMS = [

@@ -28,7 +28,10 @@ QUICK_MAX = 16
 def build_model(depth: int, width: int, heads: int, seed: int = 0) -> torch.nn.Module:
     import transformers
 
-    config = transformers.BertConfig(
+    from benchmarks.coverage import ARCH_BY_NAME, config_of
+
+    config = config_of(
+        ARCH_BY_NAME["bert-cls"],
         vocab_size=1000,
         hidden_size=width,
         num_hidden_layers=depth,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import graphmerge as gm
-from graphmerge.tasks import evaluate
+from graphmerge_examples.tasks import evaluate
 
 from .models import ARCHS
 from .run import ROOT, pair_setup

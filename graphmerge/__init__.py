@@ -1,7 +1,8 @@
 """graphmerge: merge separately trained networks without training, for any traceable nn.Module.
 
-Public API (see DESIGN.md): `permutation_groups`, `shuffle`, `analyze`; records
-`PermutationGroup`, `Member`, `Structure`, `CaptureSite`; errors `GraphMergeError` and subclasses.
+Public API (README.md describes each): `permutation_groups`, `shuffle`, `analyze`, `merge`,
+`reset_bn_stats`, `export_onnx`; records `PermutationGroup`, `Member`, `Structure`,
+`CaptureSite`; errors `GraphMergeError` and subclasses, `ExportError`.
 """
 
 from graphmerge.api import Analysis, analyze, permutation_groups, shuffle

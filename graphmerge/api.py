@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from graphmerge.memory import format_bytes, resident_bytes
 from graphmerge.options import MergeOptions
 from graphmerge.passes import analysis_passes
+from graphmerge.passes.plan_merge import estimate_memory
 from graphmerge.permute import permute_state_dict, random_permutations
 from graphmerge.program import Program, run_passes
 from graphmerge.records import PermutationGroup, hidden_unit_share
@@ -47,7 +49,15 @@ class Analysis:
     unruled: list[tuple[str, str, int]] = field(default_factory=list)
     param_count_permuted: int = 0
     param_count_total: int = 0
+    merge_memory: int = 0
     program: Program | None = field(default=None, repr=False, compare=False)
+
+    def describe_memory(self) -> str:
+        """ "merge needs about X": the estimated peak of merging two such models (MuDSC zip)."""
+        return (
+            f"merging two of these (MuDSC zip) needs about {format_bytes(self.merge_memory)} "
+            "of memory"
+        )
 
     @property
     def permutable_share(self) -> float:
@@ -74,8 +84,18 @@ def analyze(
         unruled=[(op, where, n) for (op, where), n in sorted(program.unruled.items())],
         param_count_permuted=sum(state[p].numel() for p in permuted if p in state),
         param_count_total=sum(v.numel() for v in state.values()),
+        merge_memory=_merge_memory(program, state),
         program=program,
     )
+
+
+def _merge_memory(program: Program, state: dict) -> int:
+    """Peak bytes of a default two-model merge in a process like this one: what it holds now
+    (one model, the traced program, the runtime), a second model, and the merge's own peak
+    (see `estimate_memory`)."""
+    weights = sum(v.numel() * v.element_size() for v in state.values())
+    extra = max(estimate_memory(program, n_models=2).values(), default=0)
+    return resident_bytes() + weights + extra
 
 
 def permutation_groups(

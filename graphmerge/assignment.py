@@ -1,14 +1,14 @@
 """Assignments as index maps, and how they act on tensor axes.
 
 An `Assignment` says, for each model, which merged unit every unit of a group goes to:
-`targets[i][u]` is the merged unit of model i's unit u (MUDSC_SPEC's unmerge matrix U_i has a
+`targets[i][u]` is the merged unit of model i's unit u (the unmerge matrix U_i of ZipIt and MuDSC has a
 single 1 per row, at that column). A permutation and a zip are both such maps; no dense
 (units x units) matrix is ever needed, and an axis that carries no solved group (vocabulary rows,
 positions, the model's inputs and outputs) is never touched.
 
 On a whole tensor axis (a layout over several spaces: heads x head_dim, q | k | v, channel x
 pixel), `axis_targets` gives for every position the position its unit moves to, and
-`apply_unmerge` / `apply_merge` apply MUDSC_SPEC's W U_i (each consumer sums its cluster's input
+`apply_unmerge` / `apply_merge` apply W U_i (each consumer sums its cluster's input
 columns) and M_iᵀ W (each merged unit is the mean of its cluster; M_i = U_i / (column sums over
 all models, + 1e-5 for zips)) with `index_add`.
 

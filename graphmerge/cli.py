@@ -1,17 +1,24 @@
-"""The `graphmerge` command: `inspect` (and, to come, `merge` and `export`).
+"""The `graphmerge` command: `inspect`, `merge`, `export` and `demo`.
 
 Each subcommand is one entry of `SUBCOMMANDS`: a function adding its arguments and a handler
-`(args) -> exit status`. Errors graphmerge raises on purpose (`GraphMergeError`) are printed as
-`error: <message>` with exit status 2 and no traceback.
+`(args) -> exit status`. Before any work, a handler checks its outputs against everything the
+command reads (`graphmerge.loading.check_outputs`). Errors graphmerge raises on purpose
+(`GraphMergeError`) are printed as `error: <message>` with exit status 2 and no traceback;
+graphmerge's own warnings as `warning: <message>`.
 
-Example:
+Examples:
     graphmerge inspect examples/tiny_cnn.py:build --input-shape 2,3,16,16
+    graphmerge merge examples/merge_tiny_cnn.yaml --out merged.safetensors --onnx merged.onnx
+    graphmerge export examples/tiny_cnn.py:build --weights merged.safetensors \\
+        --input-shape 2,3,16,16 --out merged.onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,13 +28,20 @@ from torch import nn
 
 from graphmerge.errors import GraphMergeError, InputError
 from graphmerge.loading import (
+    check_outputs,
     load_factory,
     load_state_dict,
     load_weights,
     parse_input_shape,
-    save_atomic,
+    staged_outputs,
 )
-from graphmerge.render import groups_json, groups_table, write_graph_picture
+from graphmerge.render import (
+    graph_picture_path,
+    groups_json,
+    groups_table,
+    stop_points_text,
+    write_graph_picture,
+)
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_inputs", "build_model", "build_parser", "main"]
 
@@ -50,7 +64,7 @@ def build_model(spec: str, weights: str | None) -> nn.Module:
     `spec` may also be a Hugging Face `save_pretrained` folder (with config.json).
     """
     if Path(spec).is_dir():
-        from graphmerge.loading import load_pretrained
+        from graphmerge.pretrained import load_pretrained
 
         model = load_pretrained(spec)
         if weights is not None:
@@ -96,14 +110,9 @@ def build_inputs(shape_spec: str | None, inputs_spec: str | None) -> Any:
     )
 
 
-def _input_files(args: argparse.Namespace) -> list[Path]:
-    """Files the command reads (factory files, weights), which no output may overwrite."""
-    files = [Path(args.weights)] if args.weights else []
-    for spec in (args.model, args.inputs):
-        target = (spec or "").rpartition(":")[0]
-        if target.endswith(".py"):
-            files.append(Path(target))
-    return files
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """What `inspect`/`export` read (model factory or folder, weights, inputs factory)."""
+    return [s for s in (args.model, args.weights, args.inputs) if s]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +137,11 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
         help="a callable returning a Tensor, a tuple of Tensors or a dict of keyword Tensors",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="show every member and stop point (default: fit the terminal's width)",
+    )
     graph = parser.add_mutually_exclusive_group()
     graph.add_argument(
         "--graph",
@@ -145,37 +159,43 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
 def _run_inspect(args: argparse.Namespace) -> int:
     from graphmerge.api import analyze  # the core; imported late so the CLI loads without it
 
+    stem = None if args.no_graph else args.graph or f"{_model_name(args.model)}_groups"
+    if stem is not None:  # refuse a picture over an input before any work
+        check_outputs({"--graph": graph_picture_path(stem)}, _inputs(args))
     model = build_model(args.model, args.weights)
     example = build_inputs(args.input_shape, args.inputs)
     analysis = analyze(model, example, verify=not args.no_verify, strict=args.strict)
 
     picture = None
-    if not args.no_graph:
-        stem = args.graph or f"{args.model.rpartition(':')[2].split('.')[-1]}_groups"
-        picture = write_graph_picture(analysis.groups, stem, protect=_input_files(args))
+    if stem is not None:
+        picture = write_graph_picture(analysis.groups, stem, protect=_inputs(args))
 
     if args.json:
         print(groups_json(analysis))
         if picture is not None:
             print(f"graph: {picture}", file=sys.stderr)
         return 0
+    width = None if args.wide else shutil.get_terminal_size().columns
     print(_header(analysis))
     print()
-    print(groups_table(analysis.groups))
+    print(groups_table(analysis.groups, width))
     print(_params_line(analysis))
+    print(analysis.describe_memory())
     print(_unruled_report(analysis.unruled))
     if getattr(analysis, "program", None) is not None:
         from graphmerge.passes.partial import stop_points
 
-        points = stop_points(analysis.program)
-        print(
-            f"stop points for a partial merge (merge ... stop_at=NAME), {len(points)}: "
-            + ", ".join(points[:30])
-            + (" ..." if len(points) > 30 else "")
-        )
+        print(stop_points_text(stop_points(analysis.program), width))
     if picture is not None:
         print(f"graph: {picture}")
     return 0
+
+
+def _model_name(spec: str) -> str:
+    """A short name for default file names: the factory's name, or the folder's."""
+    if Path(spec).is_dir():
+        return Path(spec).resolve().name
+    return spec.rpartition(":")[2].split(".")[-1]
 
 
 def _header(analysis: Any) -> str:
@@ -200,10 +220,6 @@ def _unruled_report(unruled: Sequence[tuple[str, str, int]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# placeholders
-
-
-# ---------------------------------------------------------------------------------------------
 # merge
 
 
@@ -223,27 +239,23 @@ def _add_merge(parser: argparse.ArgumentParser) -> None:
         help="also export the merged model to this .onnx file "
         "(checked with onnxruntime on the first calibration batch)",
     )
+    parser.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        metavar="SIZE",
+        help="memory budget, e.g. 8GB (default: what the machine has free); statistics are "
+        "then collected in several passes and kept on disk as needed",
+    )
 
 
-def _calibration(spec) -> list:
-    """Batches from the config's data factory, or random batches of `input_shape`."""
-    if spec.factory is not None:
-        factory = load_factory(spec.factory)
-        try:
-            data = factory()
-        except Exception as exc:
-            raise InputError(
-                f"calling {spec.factory}() failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        if isinstance(data, (torch.Tensor, dict)) or not hasattr(data, "__iter__"):
-            raise InputError(
-                f"{spec.factory}() must return an iterable of batches, got {type(data).__name__}"
-            )
-        return data
-    from graphmerge.tasks import random_batches
+def _memory_size(text: str) -> str:
+    from graphmerge.memory import parse_bytes
 
-    first = parse_input_shape(spec.input_shape)
-    return [first, *random_batches(first, spec.batches - 1, seed=1)]
+    try:
+        parse_bytes(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _save_state(state: dict, path: Path) -> None:
@@ -256,6 +268,19 @@ def _save_state(state: dict, path: Path) -> None:
         torch.save(state, str(path))
 
 
+def _merge_outputs(args: argparse.Namespace, config: Any) -> dict[str, Path]:
+    """`--out` (and `--onnx`) checked before any work: never an input, then suffixes and data."""
+    outputs = {"--out": args.out, **({"--onnx": args.onnx} if args.onnx else {})}
+    targets = check_outputs(outputs, config.input_files())
+    if Path(args.out).suffix not in (".safetensors", ".pt", ".pth"):
+        raise InputError(f"--out {args.out!r}: use a .safetensors (or .pt) file name")
+    if args.onnx and Path(args.onnx).suffix != ".onnx":
+        raise InputError(f"--onnx {args.onnx!r}: the file name must end in .onnx")
+    if args.onnx and config.data is None:
+        raise InputError("--onnx needs example inputs: give the config a data section")
+    return targets
+
+
 def _run_merge(args: argparse.Namespace) -> int:
     import time
 
@@ -263,14 +288,9 @@ def _run_merge(args: argparse.Namespace) -> int:
     from graphmerge.merge import merge
 
     config = load_config(args.config)
-    out = Path(args.out)
-    if out.suffix not in (".safetensors", ".pt", ".pth"):
-        raise InputError(f"--out {args.out!r}: use a .safetensors (or .pt) file name")
-    protect = config.input_files()
-    if any(out.resolve() == p.resolve() for p in protect):
-        raise InputError(f"refusing to write {args.out!r}: it is one of the input files")
+    targets = _merge_outputs(args, config)
     models = [build_model(m.factory, m.weights) for m in config.models]
-    data = _calibration(config.data) if config.data else None
+    data = config.data.load() if config.data else None
     start = time.perf_counter()
     merged, program = merge(
         models,
@@ -279,17 +299,15 @@ def _run_merge(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         strict=args.strict,
         return_program=True,
+        **({"memory_budget": args.max_memory} if args.max_memory else {}),
     )
     seconds = time.perf_counter() - start
-    path = save_atomic(lambda tmp: _save_state(merged.state_dict(), tmp), out, protect)
-    if args.onnx:
-        from graphmerge.export import export_onnx
+    with staged_outputs(targets) as staged:  # both files appear only if both were written
+        _save_state(merged.state_dict(), staged["--out"])
+        if "--onnx" in staged:
+            from graphmerge.export import export_onnx
 
-        if Path(args.onnx).resolve() in {p.resolve() for p in protect}:
-            raise InputError(f"refusing to write {args.onnx!r}: it is one of the input files")
-        if data is None:
-            raise InputError("--onnx needs example inputs: give the config a data section")
-        print(f"wrote {export_onnx(merged, next(iter(data)), args.onnx)}")
+            export_onnx(merged, program.example_inputs, staged["--onnx"])
     solved = len(program.assignments)
     free = len(program.free_groups())
     print(
@@ -299,18 +317,16 @@ def _run_merge(args: argparse.Namespace) -> int:
     )
     stages = ("trace", "verify_groups", "collect_features", "solve_groups", "rewrite")
     print("  " + ", ".join(f"{k} {program.timings.get(k, 0.0):.2f} s" for k in stages))
-    print(f"wrote {path}")
+    for label, path in targets.items():
+        checked = " (checked with onnxruntime)" if label == "--onnx" else ""
+        print(f"wrote {path}{checked}")
     return 0
 
 
 def _aligned_line(program: Any) -> str:
     """How many hidden units the merge aligned (the rest were averaged in place)."""
-    hidden = [g for g in program.groups if g.hidden]
-    total = sum(g.units for g in hidden)
-    aligned = sum(g.units for g in hidden if g.name in program.assignments)
-    if not total:
-        return "no hidden units"
-    return f"{aligned} of {total} hidden units aligned ({aligned / total:.0%})"
+    aligned, total = program.aligned_units()
+    return f"{aligned} of {total} hidden units aligned ({aligned / max(total, 1):.0%})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,15 +335,55 @@ def _aligned_line(program: Any) -> str:
 
 def _add_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=("cnn", "mlp"), default="cnn")
-    parser.add_argument("--out", default=".", help="folder for the group graph picture")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--out",
+        default="graphmerge-demo",
+        help="folder for the group graph picture (created; default: ./graphmerge-demo)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the class split (default 0)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs per model")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads while the demo runs (default 1, fastest for its tiny models; "
+        "restored after)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress messages")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from graphmerge.demo import run_demo
-
-    print(run_demo(args.arch, args.out, args.seed, progress=not args.no_progress))
+    # the demo's code is the repository's examples/ folder, installed as graphmerge_examples
+    # beside the library (which does not import it); imported here, late, so that the other
+    # commands work without it
+    try:
+        from graphmerge_examples.demo import run_demo
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("graphmerge_examples", "graphmerge_examples.demo"):
+            raise
+        raise GraphMergeError(
+            "`graphmerge demo` needs the graphmerge_examples package (the repository's examples/ "
+            "folder), which is not installed: from a clone of graphmerge, run "
+            '`pip install -c constraints.txt -e ".[dev]"`'
+        ) from exc
+    try:
+        import sklearn.datasets  # noqa: F401
+    except ImportError as exc:
+        raise GraphMergeError(
+            "`graphmerge demo` trains on the digits data set that ships with scikit-learn, "
+            "which is not installed: pip install scikit-learn"
+        ) from exc
+    if args.epochs < 1 or args.threads < 1:
+        raise InputError("--epochs and --threads must be at least 1")
+    report = run_demo(
+        args.arch,
+        args.out,
+        args.seed,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
+    print(report)
     return 0
 
 
@@ -348,13 +404,13 @@ def _add_export(parser: argparse.ArgumentParser) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from graphmerge.export import export_onnx
 
-    protect = _input_files(args)
-    if any(Path(args.out).resolve() == p.resolve() for p in protect):
-        raise InputError(f"refusing to write {args.out!r}: it is one of the input files")
+    target = check_outputs({"--out": args.out}, _inputs(args))["--out"]
+    if Path(args.out).suffix != ".onnx":
+        raise InputError(f"--out {args.out!r}: the file name must end in .onnx")
     model = build_model(args.model, args.weights)
     inputs = build_inputs(args.input_shape, args.inputs)
-    path = export_onnx(model, inputs, args.out, dynamic_batch=not args.static)
-    print(f"wrote {path} (checked with onnxruntime{'' if args.static else ' at two batch sizes'})")
+    path = export_onnx(model, inputs, target, dynamic_batch=not args.static)
+    print(f"wrote {path} (checked with onnxruntime{'' if args.static else ' at two input sizes'})")
     return 0
 
 
@@ -399,11 +455,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
-        return SUBCOMMANDS[args.command].run(args)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("default", module=r"graphmerge(\.|$)")  # always shown
+            return SUBCOMMANDS[args.command].run(args)
     except GraphMergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = previous
+
+
+_OWN = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "passes")
+_format_default = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """graphmerge's own warnings as one `warning: <message>` line; others as Python shows them."""
+    if any(Path(filename).resolve().is_relative_to(own) for own in _OWN):
+        return f"warning: {message}\n"
+    return _format_default(message, category, filename, lineno, line)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
+from graphmerge.batches import random_batches
 from graphmerge.errors import InputError
+from graphmerge.loading import load_factory, parse_input_shape
 from graphmerge.options import MergeOptions, OptionError
 
 __all__ = ["PARAMETERS", "DataSpec", "MergeConfig", "ModelSpec", "load_config"]
@@ -48,9 +51,29 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
+    """The calibration data: a factory's batches, or `batches` random ones of `input_shape`."""
+
     factory: str | None = None
     input_shape: str | None = None
     batches: int = 4
+
+    def load(self) -> list:
+        """The batches (an `InputError` naming the factory when it fails or returns a batch)."""
+        if self.factory is None:
+            first = parse_input_shape(self.input_shape)
+            return [first, *random_batches(first, self.batches - 1, seed=1)]
+        factory = load_factory(self.factory)
+        try:
+            data = factory()
+        except Exception as exc:
+            raise InputError(
+                f"calling {self.factory}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(data, (torch.Tensor, dict)) or not hasattr(data, "__iter__"):
+            raise InputError(
+                f"{self.factory}() must return an iterable of batches, got {type(data).__name__}"
+            )
+        return data
 
 
 @dataclass(frozen=True)
@@ -66,21 +89,16 @@ class MergeConfig:
     def method(self) -> str:
         return self.options.method
 
-    def input_files(self) -> list[Path]:
-        """Every file the merge reads: no output may be written over one of them."""
-        files = [Path(self.source)] if self.source else []
+    def input_files(self) -> list[str]:
+        """Everything the merge reads (this file, factory specs or model folders, weights files),
+        as `graphmerge.loading.check_outputs` takes it: no output may be written over or into
+        one of them."""
+        files = [self.source] if self.source else []
         for spec in self.models:
-            if spec.weights:
-                files.append(Path(spec.weights))
-            files += _factory_file(spec.factory)
+            files += [spec.factory, *([spec.weights] if spec.weights else [])]
         if self.data and self.data.factory:
-            files += _factory_file(self.data.factory)
+            files.append(self.data.factory)
         return files
-
-
-def _factory_file(spec: str) -> list[Path]:
-    target = spec.rpartition(":")[0]
-    return [Path(target)] if target.endswith(".py") else []
 
 
 def _resolve(value: str, base: Path) -> str:

@@ -2,57 +2,148 @@
 
     path = gm.export_onnx(merged, example_inputs, "merged.onnx")
 
-The torch.export-based exporter (`torch.onnx.export(..., dynamo=True)`) writes a single file
-(`external_data=False`) with a dynamic batch axis; onnxruntime then runs it on the example and on
-a batch of another size, and every output must match torch within tolerance. The file is written
-to a temporary name beside the target and renamed only once it passed.
+Weights and the model's outputs on the example must be finite. The torch.export-based exporter
+(`torch.onnx.export(..., dynamo=True)`) writes a single file (`external_data=False`) whose outputs
+carry the model's names (`logits`, `last_hidden_state`; `output_0`, ... for tuples) and whose
+inputs have a dynamic `batch` axis, plus a dynamic `sequence` axis (axis 1) for text models
+(integer token-id inputs). onnxruntime then runs it on the example and on inputs of other
+sizes, and every output must match torch within tolerance. The file is written to a temporary
+name beside the target, with the umask's mode, and renamed only once it passed. What the
+exporter logs on the way (skipped torchvision ops, constant-folding attempts) is not shown.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import tempfile
+import re
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import GetAttrKey, MappingKey, SequenceKey, tree_flatten_with_path
 
 from graphmerge.errors import GraphMergeError, InputError
-from graphmerge.trace import Inputs, eval_mode, normalize_inputs
+from graphmerge.loading import staged_outputs
+from graphmerge.trace import Inputs, eval_mode, normalize_inputs, without_kv_cache
 
-__all__ = ["ExportError", "export_onnx"]
+__all__ = ["ExportError", "export_onnx", "onnx_output_names"]
+
+_QUIET = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "onnxscript", "onnx_ir")
 
 
 class ExportError(GraphMergeError):
     """The model could not be exported to ONNX, or onnxruntime disagrees with torch."""
 
 
-def _grow_batch(inputs: tuple[tuple, dict]) -> tuple[tuple, dict]:
-    """The same inputs with one more row on the batch axis (the first row repeated)."""
-
-    def grow(v):
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            return torch.cat([v, v[:1]], dim=0)
-        return v
-
-    args, kwargs = inputs
-    return tuple(grow(a) for a in args), {k: grow(v) for k, v in kwargs.items()}
+# ---------------------------------------------------------------------------------------------
+# what goes in and comes out
 
 
-def _dynamic_shapes(args: tuple, kwargs: dict):
-    """Axis 0 of every tensor input is one shared `batch` dimension."""
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+def onnx_output_names(outputs) -> list[str]:
+    """Names for the tensors in `outputs`, in the exporter's order (pytree leaves).
 
-    def spec(v):
-        return {0: batch} if isinstance(v, torch.Tensor) and v.dim() > 0 else None
+    A dict or Hugging Face `ModelOutput` gives its keys (`logits`, `last_hidden_state`); a
+    Tensor gives `output_0`, a tuple `output_0, output_1, ...`; nested parts join with `_`.
+    """
+    names: list[str] = []
+    for path, leaf in tree_flatten_with_path(outputs)[0]:
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        parts = [_key_text(k) for k in path] or ["0"]
+        if not path or isinstance(path[0], SequenceKey):
+            parts[0] = f"output_{parts[0]}"
+        name = re.sub(r"[^A-Za-z0-9_.]", "_", "_".join(parts))
+        while name in names:
+            name += "_"
+        names.append(name)
+    return names
 
+
+def _key_text(key) -> str:
+    if isinstance(key, MappingKey):
+        return str(key.key)
+    if isinstance(key, SequenceKey):
+        return str(key.idx)
+    if isinstance(key, GetAttrKey):
+        return key.name
+    return str(key)
+
+
+def _sequence_length(args: tuple, kwargs: dict) -> int | None:
+    """Axis 1's size when the model takes integer token ids (a text model), else None."""
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, torch.Tensor) and v.dim() >= 2 and not v.is_floating_point():
+            return v.shape[1]
+    return None
+
+
+def _axes(v, seq: int | None) -> dict[int, str] | None:
+    if not isinstance(v, torch.Tensor) or v.dim() == 0:
+        return None
+    axes = {0: "batch"}
+    if seq is not None and v.dim() >= 2 and v.shape[1] == seq:
+        axes[1] = "sequence"
+    return axes
+
+
+def _dynamic_shapes(args: tuple, kwargs: dict, sequence: bool):
+    """Axis 0 of every tensor input is `batch`; for text models axis 1 is `sequence`."""
     if kwargs and args:
         raise ExportError("a dynamic batch needs inputs either all positional or all keyword")
+    seq = _sequence_length(args, kwargs) if sequence else None
     if kwargs:
-        return {k: spec(v) for k, v in kwargs.items()}
-    return tuple(spec(a) for a in args)
+        return {k: _axes(v, seq) for k, v in kwargs.items()}
+    return tuple(_axes(a, seq) for a in args)
+
+
+def _resize(inputs: tuple[tuple, dict], sequence: bool) -> tuple[tuple, dict]:
+    """The same inputs with one more row (the first repeated) and, for text models on a
+    dynamic sequence axis, one token fewer (one more when there is only one)."""
+    args, kwargs = inputs
+    seq = _sequence_length(args, kwargs) if sequence else None
+
+    def resize(v):
+        if not isinstance(v, torch.Tensor) or v.dim() == 0:
+            return v
+        v = torch.cat([v, v[:1]], dim=0)
+        if seq is not None and v.dim() >= 2 and v.shape[1] == seq:
+            v = v[:, :-1] if seq > 1 else torch.cat([v, v], dim=1)
+        return v
+
+    return tuple(resize(a) for a in args), {k: resize(v) for k, v in kwargs.items()}
+
+
+def _check_finite(model: nn.Module, reference: list[torch.Tensor], names: list[str]) -> None:
+    """Refuse weights or example outputs holding NaN or inf: such a file would compute NaN."""
+    name = type(model).__name__
+    bad = [
+        f"{k} ({int((~v.isfinite()).sum())} of {v.numel()})"
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not bool(v.isfinite().all())
+    ]
+    if bad:
+        raise InputError(
+            f"{name} has weights that are not finite (NaN or inf) in {len(bad)} tensors: "
+            f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Check the checkpoint or "
+            "the merge that made it; an exported file would compute NaN"
+        )
+    bad = [
+        f"{n} ({int((~r.isfinite()).sum())} of {r.numel()} values)"
+        for n, r in zip(names, reference, strict=True)
+        if r.is_floating_point() and not bool(r.isfinite().all())
+    ]
+    if bad:
+        raise InputError(
+            f"{name}'s outputs on the example inputs are not finite (NaN or inf): "
+            f"{', '.join(bad)}. Check the weights and the example inputs"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# export and check
 
 
 def _unsupported(exc: BaseException) -> str:
@@ -69,7 +160,25 @@ def _unsupported(exc: BaseException) -> str:
     return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _export(model: nn.Module, args: tuple, kwargs: dict, dynamic: bool):
+@contextlib.contextmanager
+def _quiet():
+    """Hide the exporter's log lines and warnings; they are not the user's business."""
+    loggers = [logging.getLogger(n) for n in _QUIET]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _export(model: nn.Module, args: tuple, kwargs: dict, names: list[str], dynamic: str):
+    """`dynamic`: "sequence" (batch and, for text models, sequence), "batch" or "static"."""
+    shapes = _dynamic_shapes(args, kwargs, dynamic == "sequence") if dynamic != "static" else None
     return torch.onnx.export(
         model,
         args,
@@ -77,8 +186,28 @@ def _export(model: nn.Module, args: tuple, kwargs: dict, dynamic: bool):
         dynamo=True,
         external_data=False,
         verbose=False,
-        dynamic_shapes=_dynamic_shapes(args, kwargs) if dynamic else None,
+        output_names=names,
+        dynamic_shapes=shapes,
     )
+
+
+def _export_any(model: nn.Module, args: tuple, kwargs: dict, names: list[str], dynamic: bool):
+    """Export with the most dynamic axes that work: (program, kind, why the first try failed)."""
+    if not dynamic:
+        tries = ["static"]
+    elif _sequence_length(args, kwargs) is not None:
+        tries = ["sequence", "batch", "static"]
+    else:
+        tries = ["batch", "static"]
+    failures: list[BaseException] = []
+    for kind in tries:
+        try:
+            return _export(model, args, kwargs, names, kind), kind, failures[:1]
+        except Exception as exc:  # noqa: BLE001 (try the next, less dynamic export)
+            failures.append(exc)
+    raise ExportError(
+        f"torch.onnx.export failed on {type(model).__name__}: {_unsupported(failures[-1])}"
+    ) from failures[-1]
 
 
 def _run_ort(path: Path, args: tuple, kwargs: dict) -> list:
@@ -94,27 +223,34 @@ def _run_ort(path: Path, args: tuple, kwargs: dict) -> list:
     return session.run(None, {n: v.detach().cpu().numpy() for n, v in zip(names, values)})
 
 
+def _outputs(model: nn.Module, args: tuple, kwargs: dict) -> tuple[list[torch.Tensor], list[str]]:
+    """The model's output tensors on these inputs (pytree order) and their ONNX names."""
+    with torch.no_grad():
+        out = model(*args, **kwargs)
+    tensors = [t for _, t in tree_flatten_with_path(out)[0] if isinstance(t, torch.Tensor)]
+    return tensors, onnx_output_names(out)
+
+
 def _compare(
     model: nn.Module, path: Path, args: tuple, kwargs: dict, rtol: float, atol: float, what: str
 ) -> float:
-    with torch.no_grad():
-        ref = [t for t in tree_leaves(model(*args, **kwargs)) if isinstance(t, torch.Tensor)]
+    ref, names = _outputs(model, args, kwargs)
     got = _run_ort(path, args, kwargs)
     if len(got) != len(ref):
         raise ExportError(f"onnxruntime returned {len(got)} outputs, torch {len(ref)} ({what})")
     worst = 0.0
-    for i, (r, g) in enumerate(zip(ref, got)):
+    for name, r, g in zip(names, ref, got, strict=True):
         g = torch.as_tensor(g)
         if tuple(g.shape) != tuple(r.shape):
             raise ExportError(
-                f"output {i} has shape {tuple(g.shape)} in onnxruntime, "
+                f"output {name!r} has shape {tuple(g.shape)} in onnxruntime, "
                 f"{tuple(r.shape)} in torch ({what})"
             )
         diff = (g.to(torch.float64) - r.to(torch.float64)).abs()
         bound = atol + rtol * r.to(torch.float64).abs()
         if (diff > bound).any():
             raise ExportError(
-                f"onnxruntime differs from torch on output {i} ({what}): max "
+                f"onnxruntime differs from torch on output {name!r} ({what}): max "
                 f"abs difference {diff.max().item():.3g} (rtol {rtol}, atol {atol})"
             )
         worst = max(worst, diff.max().item() if diff.numel() else 0.0)
@@ -132,9 +268,11 @@ def export_onnx(
 ) -> Path:
     """Export `model` to the ONNX file `path`, verified with onnxruntime; returns the path.
 
-    dynamic_batch: make axis 0 of every input dynamic and check a second batch size too (falls
-    back to a static export, with a warning, when the model cannot take a dynamic batch).
-    Raises ExportError naming the unsupported op or the output that differs; no file is left.
+    dynamic_batch: make axis 0 of every input dynamic (and axis 1 of token-id inputs and of the
+    inputs sharing their length) and check other sizes too; falls back to a batch-only, then a
+    static export (with a warning) when the model cannot take them. Raises InputError for
+    non-finite weights or outputs, ExportError naming the unsupported op or the output that
+    differs; no file is left behind.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"expected an nn.Module, got {type(model).__name__}")
@@ -142,41 +280,20 @@ def export_onnx(
     if target.suffix != ".onnx":
         raise InputError(f"{str(path)!r}: the output file name must end in .onnx")
     args, kwargs = normalize_inputs(example_inputs)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".onnx")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    name = type(model).__name__
-    try:
-        with eval_mode(model), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                program = _export(model, args, kwargs, dynamic_batch)
-                dynamic = dynamic_batch
-            except Exception as exc:
-                if not dynamic_batch:
-                    raise ExportError(
-                        f"torch.onnx.export failed on {name}: {_unsupported(exc)}"
-                    ) from exc
-                try:
-                    program = _export(model, args, kwargs, False)
-                except Exception as exc2:
-                    raise ExportError(
-                        f"torch.onnx.export failed on {name}: {_unsupported(exc2)}"
-                    ) from exc2
-                warnings.warn(
-                    f"{name} could not be exported with a dynamic batch axis "
-                    f"({_unsupported(exc)}); the ONNX file has a fixed batch size",
-                    stacklevel=2,
-                )
-                dynamic = False
-            program.save(str(tmp))
-            _compare(model, tmp, args, kwargs, rtol, atol, "example inputs")
-            if dynamic:
-                bigger = _grow_batch((args, kwargs))
-                _compare(model, tmp, *bigger, rtol, atol, "a second batch size")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with eval_mode(model), without_kv_cache(model), staged_outputs({"": target}) as tmp:
+        reference, names = _outputs(model, args, kwargs)
+        _check_finite(model, reference, names)
+        with _quiet():
+            program, kind, failed = _export_any(model, args, kwargs, names, dynamic_batch)
+            program.save(str(tmp[""]))
+        if dynamic_batch and kind == "static":
+            warnings.warn(
+                f"{type(model).__name__} could not be exported with a dynamic batch axis "
+                f"({_unsupported(failed[0])}); the ONNX file has a fixed batch size",
+                stacklevel=2,
+            )
+        _compare(model, tmp[""], args, kwargs, rtol, atol, "example inputs")
+        if kind != "static":
+            other = _resize((args, kwargs), kind == "sequence")
+            _compare(model, tmp[""], *other, rtol, atol, "other input sizes")
     return target.resolve()

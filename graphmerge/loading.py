@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import itertools
@@ -19,23 +20,27 @@ import pickle
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from graphmerge.errors import CheckpointError, InputError
+from graphmerge.input_shape import parse_input_shape
 
 __all__ = [
     "PICKLE_SUFFIXES",
     "SAFETENSORS_SUFFIXES",
+    "check_outputs",
+    "input_paths",
     "load_factory",
-    "load_pretrained",
     "load_state_dict",
     "load_weights",
     "parse_input_shape",
     "save_atomic",
+    "staged_outputs",
 ]
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -155,7 +160,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """
     path = Path(path)
     if path.is_dir():
-        return _load_pretrained_dir(path)
+        from graphmerge.pretrained import read_pretrained_dir
+
+        return read_pretrained_dir(path)
     if not path.is_file():
         what = "is not a file" if path.exists() else "not found"
         raise CheckpointError(f"weights file {str(path)!r} {what}")
@@ -171,54 +178,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"(expected one of {known})"
         )
     return _as_state_dict(data, path)
-
-
-_PRETRAINED_FILES = ("model.safetensors", "pytorch_model.bin")
-_PRETRAINED_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-
-def _load_pretrained_dir(path: Path) -> dict[str, Tensor]:
-    """Weights of a Hugging Face `save_pretrained` folder (single file or sharded), read safely."""
-    import json
-
-    for name in _PRETRAINED_FILES:
-        if (path / name).is_file():
-            return load_state_dict(path / name)
-    for name in _PRETRAINED_INDEXES:
-        index = path / name
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: dict[str, Tensor] = {}
-            for shard in shards:
-                state.update(load_state_dict(path / shard))
-            return state
-    raise CheckpointError(
-        f"folder {str(path)!r} holds no weights: expected one of "
-        f"{', '.join(_PRETRAINED_FILES + _PRETRAINED_INDEXES)}"
-    )
-
-
-def load_pretrained(path: str | os.PathLike):
-    """A Hugging Face model from a local `save_pretrained` folder (needs transformers).
-
-    The class is the one the folder's config.json names (`architectures`); nothing is
-    downloaded (`local_files_only=True`) and pickled weights load with `weights_only=True`.
-    """
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{str(path)!r} is not a save_pretrained folder (no config.json)")
-    try:
-        import transformers
-    except ImportError as exc:
-        raise CheckpointError(f"loading {str(path)!r} needs the transformers package") from exc
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    names = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, names[0], None) if names else transformers.AutoModel
-    if cls is None:
-        raise CheckpointError(f"{str(path)!r}: transformers has no class {names[0]!r}")
-    model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
-    load_weights(model, _load_pretrained_dir(path), str(path))
-    return model.eval()
 
 
 def _load_safetensors(path: Path) -> dict[str, Tensor]:
@@ -283,13 +242,18 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: str
 
     Keys and shapes are compared with `model.state_dict()` before anything is copied; a key the
     checkpoint lacks is accepted when the model ties it to a key the checkpoint has (shared
-    weights saved once). Raises `CheckpointError` naming `source` and listing the first few
-    missing keys, unexpected keys and shape mismatches (`name: checkpoint (a, b) vs model (c, d)`).
+    weights saved once). Keys the model computes itself are skipped with a warning, as
+    transformers skips them: non-persistent buffers that older checkpoints still carry
+    (`embeddings.position_ids`, `rotary_emb.inv_freq`) and the model's own
+    `_keys_to_ignore_on_load_unexpected` (GPT-2's `attn.bias` masks). Raises `CheckpointError`
+    naming `source` and listing the first few missing keys, unexpected keys and shape
+    mismatches (`name: checkpoint (a, b) vs model (c, d)`).
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     missing = _drop_tied(missing, expected, state_dict)
-    unexpected = [k for k in state_dict if k not in expected]
+    skipped = _computed_keys([k for k in state_dict if k not in expected], model)
+    unexpected = [k for k in state_dict if k not in expected and k not in skipped]
     mismatched = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in expected
@@ -305,7 +269,28 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: str
             if items:
                 lines.append(f"  {label} ({len(items)}): {_first(items)}")
         raise CheckpointError("\n".join(lines))
-    model.load_state_dict(dict(state_dict), strict=False)
+    if skipped:
+        warnings.warn(
+            f"weights in {source!r}: skipped {len(skipped)} "
+            f"{'entry' if len(skipped) == 1 else 'entries'} that {type(model).__name__} computes "
+            f"itself (buffers older checkpoints still carry; transformers skips them too): "
+            f"{_first(skipped)}",
+            stacklevel=2,
+        )
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in skipped}, strict=False)
+
+
+def _computed_keys(unexpected: list[str], model: nn.Module) -> list[str]:
+    """The unexpected keys naming what the model computes itself rather than loads."""
+    if not unexpected:
+        return []
+    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    patterns = set(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ())
+    for name in ("position_ids", "rotary_emb.inv_freq"):  # buffers transformers moved or renamed
+        if any(b.endswith(name) for b in buffers):
+            patterns.add(rf"(^|\.){re.escape(name)}$")
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+    return [k for k in unexpected if k in buffers or (regex is not None and regex.search(k))]
 
 
 def _drop_tied(
@@ -330,84 +315,114 @@ def _first(items: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# example inputs
-
-_FLOAT_DTYPES = {
-    "float": torch.float32,
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "double": torch.float64,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-_INT_DTYPES = {
-    "int": torch.int64,
-    "long": torch.int64,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "int16": torch.int16,
-    "uint8": torch.uint8,
-}
+# outputs: never over what a command reads, written only once everything succeeded
 
 
-def parse_input_shape(spec: str) -> Tensor | tuple[Tensor, ...]:
-    """Build example inputs from a shape spec: random normal floats, seeded 0.
+def input_paths(spec: str | os.PathLike) -> list[Path]:
+    """The files and folders that reading `spec` touches, resolved through symlinks and `..`.
 
-    Grammar: inputs separated by `;`, each `dims[:dtype[:high]]` with comma-separated dims.
-    A float dtype (default float32) gives `randn`; an integer dtype gives ids in `[0, high)`,
-    e.g. token ids `"1,16:int64:1000"`. One input gives a Tensor, several a tuple.
-    Raises `InputError` quoting the bad text.
-
-    Example: `parse_input_shape("1,16:int64:1000;1,16:int64:2")` gives (input_ids, mask).
+    `spec` is anything a command reads: a weights file, a YAML config, a factory spec
+    (`file.py:build` gives the file, `package.module:build` the module's source file when
+    importlib can find it), or a folder (a Hugging Face `save_pretrained` folder: the folder itself,
+    then its config.json, index files and every weights file or shard they name).
     """
-    parts = [p.strip() for p in spec.split(";")]
-    if not spec.strip() or any(not p for p in parts):
-        raise InputError(
-            f"bad input shape {spec!r}: expected e.g. '1,3,32,32' or '1,16:int64:1000'"
-        )
-    gen = torch.Generator().manual_seed(0)
-    tensors = tuple(_one_input(p, spec, gen) for p in parts)
-    return tensors[0] if len(tensors) == 1 else tensors
+    text = os.fspath(spec)
+    path = Path(text)
+    if not path.exists() and ":" in text:
+        target = text.rpartition(":")[0]
+        if target.endswith(".py") or os.sep in target or "/" in target:
+            path = Path(target)
+        else:
+            return _module_file(target)
+    if not path.is_dir():
+        return [path.resolve()]
+    from graphmerge.pretrained import pretrained_files
+
+    return [path.resolve(), *(f.resolve() for f in pretrained_files(path))]
 
 
-def _one_input(text: str, spec: str, gen: torch.Generator) -> Tensor:
-    fields = [f.strip() for f in text.split(":")]
-    where = f"bad input shape {text!r}" + (f" in {spec!r}" if text != spec.strip() else "")
-    if len(fields) > 3:
-        raise InputError(f"{where}: expected 'dims[:dtype[:high]]'")
+def _module_file(target: str) -> list[Path]:
     try:
-        dims = [int(d) for d in fields[0].split(",")]
-    except ValueError:
-        raise InputError(
-            f"{where}: dims must be comma-separated integers, like 1,3,32,32"
-        ) from None
-    if any(d <= 0 for d in dims):
-        raise InputError(f"{where}: every dim must be a positive integer")
-    dtype_name = fields[1].lower() if len(fields) > 1 else "float32"
-    if dtype_name in _FLOAT_DTYPES:
-        if len(fields) > 2:
-            raise InputError(f"{where}: a bound ({fields[2]!r}) only applies to integer dtypes")
-        return torch.randn(dims, generator=gen).to(_FLOAT_DTYPES[dtype_name])
-    if dtype_name in _INT_DTYPES:
-        if len(fields) < 3:
+        found = importlib.util.find_spec(target)
+    except Exception:  # noqa: BLE001 (a module that cannot be found is reported on loading)
+        return []
+    origin = getattr(found, "origin", None)
+    return [Path(origin).resolve()] if origin and os.path.isfile(origin) else []
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike], inputs: Iterable[str | os.PathLike]
+) -> dict[str, Path]:
+    """Refuse, before any work, outputs that would land on or inside anything the command reads.
+
+    outputs: label (the option, e.g. `"--out"`, or `""`) -> path to write. inputs: what the
+    command reads, as `input_paths` takes it (files, folders, factory specs). Returns label ->
+    resolved path. Raises `InputError` naming the output and the input when an output resolves
+    (through symlinks and `..`) to an input file, is the same file as one (hard links: same
+    device and inode), lies inside an input folder, is a folder, or is the same file as another
+    output. This is the one check every command runs.
+    """
+    read: list[Path] = [p for spec in inputs for p in input_paths(spec)]
+    ids = {i: p for p in read if p.is_file() and (i := _file_id(p)) is not None}
+    done: dict[str, Path] = {}
+    for label, path in outputs.items():
+        target = Path(path).resolve()
+        where = f"{label} {os.fspath(path)!r}" if label else repr(os.fspath(path))
+        if target.is_dir():
+            raise InputError(f"cannot write {where}: it is a folder; give a file name")
+        clash = next((p for p in read if target == p or target.is_relative_to(p)), None)
+        if clash is None and (i := _file_id(target)) in ids:
+            clash = ids[i]
+        if clash is not None:
+            what = "inside the input folder" if clash.is_dir() else "one of the input files"
             raise InputError(
-                f"{where}: an integer dtype needs an exclusive upper bound, e.g. "
-                f"'{fields[0]}:{dtype_name}:1000' for token ids below 1000"
+                f"refusing to write {where}: it is {what} ({str(clash)!r}); "
+                "choose a path outside the inputs"
             )
-        try:
-            high = int(fields[2])
-        except ValueError:
-            raise InputError(f"{where}: the bound {fields[2]!r} is not an integer") from None
-        if high <= 0:
-            raise InputError(f"{where}: the bound must be positive")
-        return torch.randint(0, high, dims, generator=gen, dtype=_INT_DTYPES[dtype_name])
-    known = ", ".join(list(_FLOAT_DTYPES) + list(_INT_DTYPES))
-    raise InputError(f"{where}: unknown dtype {fields[1]!r} (known: {known})")
+        same = _file_id(target)
+        for other, seen in done.items():
+            if seen == target or (same is not None and same == _file_id(seen)):
+                raise InputError(f"{where} and {other} are the same file; give two paths")
+        done[label] = target
+    return done
 
 
-# ---------------------------------------------------------------------------------------------
-# output
+@contextlib.contextmanager
+def staged_outputs(targets: Mapping[str, str | os.PathLike]) -> Iterator[dict[str, Path]]:
+    """Temp files beside each target, renamed onto the targets only if the block succeeds.
+
+    Yields label -> temp path (same folder, and the target's suffix so writers that look at it
+    still work); missing parent folders are created. When the block raises, every temp file is
+    removed and no target is touched. Otherwise each temp file gets the mode a new file would
+    (0o666 minus the umask, not mkstemp's 0600) and replaces its target, in order.
+    """
+    temps: dict[str, Path] = {}
+    try:
+        for label, path in targets.items():
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
+            )
+            os.close(fd)
+            temps[label] = Path(name)
+        yield dict(temps)
+        mode = 0o666 & ~_umask()
+        for tmp in temps.values():
+            os.chmod(tmp, mode)
+        for label, tmp in temps.items():
+            os.replace(tmp, targets[label])
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def save_atomic(
@@ -417,30 +432,13 @@ def save_atomic(
 ) -> Path:
     """Write a file atomically: `write_fn(tmp)` fills a temp file beside `path`, then replaces it.
 
-    The temp file keeps `path`'s suffix (writers that look at it still work) and is removed if
-    `write_fn` raises. Refuses with `InputError` when `path` resolves to one of `protect` (the
-    command's input files), so an output can never overwrite an input. Creates missing parent
-    directories. Returns the resolved path written.
+    The temp file keeps `path`'s suffix and is removed if `write_fn` raises. Refuses with
+    `InputError` (`check_outputs`) when `path` would overwrite or land inside one of `protect`
+    (the command's inputs). Creates missing parent directories. Returns the resolved path.
     """
-    target = Path(path).resolve()
-    for p in protect:
-        if Path(p).resolve() == target:
-            raise InputError(f"refusing to write {str(path)!r}: it is one of the input files")
-    if target.is_dir():
-        raise InputError(f"cannot write {str(path)!r}: it is a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    target = check_outputs({"": path}, protect)[""]
+    with staged_outputs({"": target}) as tmp:
+        write_fn(tmp[""])
     return target
 
 

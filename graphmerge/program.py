@@ -143,6 +143,12 @@ class Program:
     def free_groups(self) -> list[PermutationGroup]:
         return [g for g in self.groups if not g.frozen and g.size > 1]
 
+    def aligned_units(self) -> tuple[int, int]:
+        """(hidden units in solved groups, all hidden units): units count every head."""
+        hidden = [g for g in self.groups if g.hidden]
+        aligned = sum(g.units for g in hidden if g.name in self.assignments)
+        return aligned, sum(g.units for g in hidden)
+
     def dump(self) -> str:
         lines = [f"program for {type(self.model).__name__}: passes {self.done}"]
         for g in self.groups:

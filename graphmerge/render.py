@@ -17,6 +17,7 @@ import html
 import json
 import shutil
 import subprocess
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,17 +31,18 @@ __all__ = [
     "graph_dot",
     "graph_html",
     "graph_layers",
+    "graph_picture_path",
     "group_graph",
     "group_state",
     "groups_json",
     "groups_table",
     "permutable_share",
+    "stop_points_text",
     "summary_line",
     "write_graph_picture",
 ]
 
 _SHOW_MEMBERS = 3
-_MAX_CELL = 60
 _FROZEN_COLOR = "#d0d0d0"
 _PALETTE = (
     "#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462",
@@ -64,14 +66,30 @@ def _size_text(group: PermutationGroup) -> str:
     return f"{group.size} x{heads} heads" if heads > 1 else str(group.size)
 
 
-def _members_text(group: PermutationGroup) -> str:
-    shown = ", ".join(str(m) for m in group.members[:_SHOW_MEMBERS])
-    more = len(group.members) - _SHOW_MEMBERS
-    return f"{len(group.members)}: {shown}" + (f", ... (+{more})" if more > 0 else "")
+def _members_text(group: PermutationGroup, width: int | None, most: int | None) -> str:
+    """`"5: a, b, +3 more"`: the count, then as many of the first `most` members as fit in
+    `width` characters (all of them when both are None)."""
+    names = [str(m) for m in group.members]
+    head = f"{len(names)}: "
+    for k in range(min(len(names), len(names) if most is None else most), -1, -1):
+        more = len(names) - k
+        text = head + ", ".join(names[:k] + ([f"+{more} more"] if more else []))
+        if width is None or len(text) <= width:
+            return text
+    return _clip(f"{head}+{len(names)} more", width)
 
 
-def _clip(text: str, width: int = _MAX_CELL) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _clip(text: str, width: int | None, middle: bool = False) -> str:
+    """`text` in at most `width` characters: cut at the end, or in the middle (names, whose
+    two ends tell them apart), marked with `...`."""
+    if width is None or len(text) <= width:
+        return text
+    if width <= 3:
+        return text[:width]
+    if middle:
+        tail = (width - 3) // 2
+        return text[: width - 3 - tail] + "..." + text[len(text) - tail :]
+    return text[: width - 3] + "..."
 
 
 def permutable_share(groups: Sequence[PermutationGroup]) -> tuple[int, int]:
@@ -92,36 +110,99 @@ def summary_line(groups: Sequence[PermutationGroup]) -> str:
     )
 
 
-def groups_table(groups: Sequence[PermutationGroup]) -> str:
+def groups_table(groups: Sequence[PermutationGroup], width: int | None = None) -> str:
     """A fixed-width table, one row per group, then the summary line.
 
-    Columns: group name, size (with heads), structure, members (count and the first few),
-    capture site, state (`free`, `verified`, `frozen: reason`; the last column, never clipped).
+    Columns: group name, size (with heads), structure, members (count, then members), capture
+    site, state (`free`, `verified`, `frozen: reason`). width: fit every line in that many
+    columns: members shortened to the first few that fit and `+N more`, the capture and
+    structure columns narrowed or left out, names shortened in the middle, states clipped (and
+    lines cut at `width` when even that is too wide).
+    None: every column, every member, nothing clipped.
     """
     header = ("group", "size", "structure", "members", "capture", "state")
-    rows = [
-        (
-            _clip(g.name),
+    most = None if width is None else _SHOW_MEMBERS
+    texts = [
+        [
+            g.name,
             _size_text(g),
-            _clip(str(g.structure)),
-            _clip(_members_text(g), 2 * _MAX_CELL),
-            _clip(str(g.capture) if g.capture is not None else "-"),
+            str(g.structure),
+            _members_text(g, None, most),
+            str(g.capture) if g.capture is not None else "-",
             group_state(g),
-        )
+        ]
         for g in groups
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    widths = [max(len(r[i]) for r in [header, *texts]) for i in range(len(header))]
+    if width is not None:
+        widths = _fit_widths(widths, width)
+    shown = [i for i, w in enumerate(widths) if w > 0]
+
+    def cell(i: int, text: str, group: PermutationGroup | None) -> str:
+        if group is not None and i == 3:
+            return _members_text(group, widths[3], most)
+        return _clip(text, widths[i], middle=i in (0, 4))
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            [c.ljust(w) for c, w in zip(cells, widths, strict=False)] + [cells[-1]]
-        ).rstrip()
+        return "  ".join(cells[i].ljust(widths[i]) for i in shown).rstrip()[:width]
 
-    rule = "  ".join("-" * w for w in [*widths, len(header[-1])])
-    body = [line(header), rule, *(line(r) for r in rows)]
+    rows = [[cell(i, t, g) for i, t in enumerate(r)] for g, r in zip(groups, texts, strict=True)]
+    head = [cell(i, t, None) for i, t in enumerate(header)]
+    body = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
     if not rows:
         body.append("(no groups)")
-    return "\n".join([*body, "", summary_line(groups)])
+    summary = summary_line(groups)
+    if width is not None:
+        summary = "\n".join(textwrap.wrap(summary, width, subsequent_indent="  "))
+    return "\n".join([*body, "", summary])
+
+
+# How the table gives up room, in order: (column, the width it keeps, whether it may go).
+# Members first down to about one member, then capture and structure (left out when they
+# would be narrower than 20), then members down to the count, names, states; what is still
+# too wide is cut at the end of the line.
+_SHRINK = ((3, 60, False), (4, 20, True), (2, 20, True), (3, 14, False), (0, 24, False),
+           (5, 16, False))  # fmt: skip
+
+
+def _fit_widths(widths: list[int], room: int) -> list[int]:
+    """Column widths (0: left out) whose line, with two spaces between columns, fits in `room`
+    columns when the smallest widths allow it."""
+    widths = list(widths)
+
+    def over() -> int:
+        kept = [w for w in widths if w > 0]
+        return sum(kept) + 2 * (len(kept) - 1) - room
+
+    for col, least, may_go in _SHRINK:
+        if over() <= 0:
+            break
+        widths[col] = max(min(least, widths[col]), widths[col] - over())
+        if may_go and over() > 0:
+            widths[col] = 0
+    return widths
+
+
+def stop_points_text(points: Sequence[str], width: int | None = None, lines: int = 3) -> str:
+    """The stop points a partial merge accepts, after a title line start.
+
+    width: wrap at that many columns and keep at most `lines` lines, listing the first points
+    that fit and `+N more`; None: every point on one line.
+    """
+    title = f"stop points for a partial merge (merge ... stop_at=NAME), {len(points)}:"
+
+    def text(k: int) -> list[str]:
+        more = [f"+{len(points) - k} more"] if k < len(points) else []
+        words = f"{title} {', '.join([*points[:k], *more])}".rstrip()
+        if width is None:
+            return [words]
+        return textwrap.wrap(words, width, subsequent_indent="  ", break_on_hyphens=False)
+
+    low, high = 0, len(points)  # the most points that fit, by bisection (more never fit better)
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if len(text(mid)) <= lines else (low, mid - 1)
+    return "\n".join(text(low))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,24 +345,30 @@ def graph_dot(graph: nx.DiGraph) -> str:
     return "\n".join(out) + "\n"
 
 
+def graph_picture_path(path_stem: str | Path) -> Path:
+    """The file `write_graph_picture(groups, path_stem)` writes: `<stem>.svg` when Graphviz's
+    `dot` is on PATH, else `<stem>.html`."""
+    stem = Path(path_stem)
+    return stem.with_name(stem.name + (".svg" if shutil.which("dot") else ".html"))
+
+
 def write_graph_picture(
     groups: Sequence[PermutationGroup],
     path_stem: str | Path,
     protect: Iterable[str | Path] = (),
 ) -> Path:
-    """Draw modules and groups; returns the file written.
+    """Draw modules and groups; returns the file written (`graph_picture_path(path_stem)`).
 
-    With Graphviz's `dot` on PATH: writes `<stem>.dot` and renders `<stem>.svg`. Without it:
-    writes `<stem>.html`, a self-contained page with an inline SVG laid out in topological
-    columns (no external scripts or styles). Files are written atomically and never over one of
-    `protect` (the command's inputs).
+    With Graphviz's `dot` on PATH: renders `<stem>.svg` (the DOT text goes to `dot` on stdin; no
+    `.dot` file is left). Without it: writes `<stem>.html`, a self-contained page with an inline
+    SVG laid out in topological columns (no external scripts or styles). The file is written
+    atomically and never over or inside one of `protect` (the command's inputs).
     """
-    stem, protect = Path(path_stem), list(protect)
     graph = group_graph(groups)
+    path = graph_picture_path(path_stem)
     dot = shutil.which("dot")
-    if dot:
+    if path.suffix == ".svg" and dot:
         text = graph_dot(graph)
-        save_atomic(lambda tmp: tmp.write_text(text), stem.with_name(stem.name + ".dot"), protect)
         return save_atomic(
             lambda tmp: subprocess.run(
                 [dot, "-Tsvg", "-o", str(tmp)],
@@ -290,13 +377,11 @@ def write_graph_picture(
                 check=True,
                 capture_output=True,
             ),
-            stem.with_name(stem.name + ".svg"),
+            path,
             protect,
         )
-    page = graph_html(graph, title=f"graphmerge groups: {stem.name}")
-    return save_atomic(
-        lambda tmp: tmp.write_text(page), stem.with_name(stem.name + ".html"), protect
-    )
+    page = graph_html(graph, title=f"graphmerge groups: {Path(path_stem).name}")
+    return save_atomic(lambda tmp: tmp.write_text(page), path.with_suffix(".html"), protect)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "eval_mode",
     "normalize_inputs",
     "trace",
+    "without_kv_cache",
 ]
 
 Inputs = torch.Tensor | tuple | dict
@@ -61,6 +62,25 @@ def eval_mode(model: nn.Module):
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+@contextlib.contextmanager
+def without_kv_cache(model: nn.Module):
+    """Turn off a Hugging Face decoder's KV cache (`config.use_cache`) while the block runs.
+
+    A decoder built with `use_cache=True` (every causal LM on the hub) returns a `DynamicCache`
+    that torch.export cannot hold; merging needs only the outputs. The flag of every submodule's
+    config is restored afterwards, so the user's model is left as it was.
+    """
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    changed = [c for c in configs.values() if getattr(c, "use_cache", None) is True]
+    for c in changed:
+        c.use_cache = False
+    try:
+        yield model
+    finally:
+        for c in changed:
+            c.use_cache = True
 
 
 @dataclass
@@ -121,6 +141,21 @@ def _check_inputs(model: nn.Module, args: tuple, kwargs: dict) -> None:
         ) from exc
 
 
+def _what_to_do(exc: BaseException) -> str:
+    """The first line of torch.export's error, then what the user can change."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Cache" in first and "in output" in first:  # a KV cache the model still returns
+        return (
+            f"{first.split(',')[0]}. The model returns a KV cache: call it without one "
+            "(use_cache=False in the inputs or config.use_cache = False), or trace a module "
+            "that returns only tensors."
+        )
+    return (
+        f"{first[:500]}. Make the forward traceable (no data-dependent Python control flow on "
+        "tensor values, no unsupported Python objects), or trace a submodule that is."
+    )
+
+
 def _batch_dims(args: tuple, kwargs: dict):
     def spec(v):
         return {0: torch.export.Dim.AUTO} if isinstance(v, torch.Tensor) and v.dim() else None
@@ -141,17 +176,14 @@ def trace(model: nn.Module, example_inputs: Inputs, dynamic_batch: bool = False)
         raise InputError(f"expected an nn.Module, got {type(model).__name__}")
     args, kwargs = normalize_inputs(example_inputs)
     name = type(model).__name__
-    with eval_mode(model):
+    with eval_mode(model), without_kv_cache(model):
         _check_inputs(model, args, kwargs)
         try:
             dims = _batch_dims(args, kwargs) if dynamic_batch else None
             program = torch.export.export(model, args, kwargs, dynamic_shapes=dims, strict=False)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TraceError(
-                f"torch.export could not trace {name}{_user_frame(exc)}: {first[:500]}. "
-                "Make the forward traceable (no data-dependent Python control flow on tensor "
-                "values, no unsupported Python objects), or trace a submodule that is."
+                f"torch.export could not trace {name}{_user_frame(exc)}: {_what_to_do(exc)}"
             ) from exc
     sig = program.graph_signature
     non_persistent = set(getattr(sig, "non_persistent_buffers", ()))

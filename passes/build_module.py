@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import copy
 
+import torch
+from torch import nn
+
 from graphmerge.passes.partial import build_partial
 from graphmerge.passes.reset_bn import reset_bn_stats
 from graphmerge.program import Program
@@ -20,12 +23,29 @@ from graphmerge.program import Program
 __all__ = ["build_module"]
 
 
+def _with_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A deep copy of `model` whose parameters and buffers are the tensors of `state` (no copy
+    of the model's own weights is made first; tied tensors stay tied)."""
+    memo: dict[int, object] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for name, tensor in named:
+        if id(tensor) in memo or name not in state:
+            continue
+        value = state[name].to(tensor.dtype)
+        if isinstance(tensor, nn.Parameter):
+            value = nn.Parameter(value, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = value
+    return copy.deepcopy(model, memo)
+
+
 def build_module(program: Program) -> Program:
     """Fill `program.result` (see module docstring)."""
     opts = program.options
     models = program.models or [program.model]
-    merged = copy.deepcopy(models[0])
-    merged.load_state_dict(program.merged_state)
+    merged = _with_state(models[0], program.merged_state)
     if opts.reset_bn and program.data is not None:
         reset_bn_stats(merged, program.data, program.example_inputs)
     if opts.stop_at is None:

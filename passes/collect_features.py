@@ -1,56 +1,58 @@
 """collect_features: stream activation moments for every free group, for all models at once.
 
 Reads: `program.groups` (their `capture` sites), `program.spaces`, `node.meta[AXES]` of the capture
-nodes, the traced program, `program.states`, `program.data`, `program.options`.
+nodes, the traced program, `program.states`, `program.data`, `program.options`,
+`program.memory_plan`.
 Writes: `program.features`: a `SimilarityStore`, group name -> the Pearson correlation of the
-N*units stacked features of the N models (from streamed sums of x and x xᵀ in float64);
-`program.capture_plans`. When the plan cuts the groups into waves, each wave is one pass over
-the data and its correlations may be kept on disk until the solve reads them.
+N*units stacked features of the N models (MuDSC's statistic: from Σx, Σxxᵀ and the sample count,
+`Moments` in passes/moments.py), float32 for groups of 2048+ stacked units;
+`program.capture_plans`: group -> `Capture`. When the plan cuts the groups into waves, each wave
+is one pass over the data, and correlations that do not fit the plan's share of memory wait on
+disk until the solve reads them.
 
-The traced graph is run with each model's weights in turn, with the capture tensors as extra
-outputs. A batch whose shapes differ from the traced ones (the last, smaller batch) is traced
-again once per shape. Memory is O(Σ groups (N·units)²), never O(samples).
+The traced graph, cut down to the capture nodes (the model's own outputs, e.g. vocabulary-sized
+logits, are not computed), is run with each model's weights in turn. A batch whose shapes
+differ from the traced ones (the last, smaller batch) is traced again once per shape. Features
+are read from the captured tensors in place where their layout allows (conv maps, token
+matrices) and multiplied in float32 BLAS with float64 sums (see passes/moments.py).
+Nothing is kept across batches: memory is O(Σ groups (N·units)²), never O(samples);
+blocks="cross" keeps only the blocks a permutation matcher reads ((N-1)·units² per group).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import fx
-from torch.utils._pytree import tree_flatten, tree_leaves
+from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
-from graphmerge.passes.matchers.similarity import correlation_from_moments
+from graphmerge.passes.moments import BLOCKS, Moments, NonFiniteFeatures, blocks_read_by
+from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import AXES, Program
 from graphmerge.similarities import SimilarityStore
 from graphmerge.trace import check_batch, eval_mode, normalize_inputs, trace
 from graphmerge.units import group_units, leaf_coords
 
-__all__ = ["GraphRunner", "Moments", "capture_plan", "collect_features"]
+__all__ = [
+    "Capture",
+    "GraphRunner",
+    "Moments",
+    "capture_plan",
+    "collect_features",
+    "collect_moments",
+    "features",
+]
 
-
-@dataclass
-class Moments:
-    """Streaming first and second moments of stacked unit features (float64)."""
-
-    total: np.ndarray
-    outer: np.ndarray
-    count: float = 0.0
-
-    @classmethod
-    def zeros(cls, dim: int) -> Moments:
-        return cls(np.zeros(dim), np.zeros((dim, dim)), 0.0)
-
-    def add(self, x: torch.Tensor) -> None:
-        x = x.to(torch.float64)
-        self.total += x.sum(0).numpy()
-        self.outer += (x.T @ x).numpy()
-        self.count += x.shape[0]
+# A conv map is read in place as B parts of (units, H·W) when H·W is at least this; smaller maps
+# are copied into one (samples, units) matrix (many tiny products cost more than the copy).
+MIN_PART = 64
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ class Capture:
     positions: np.ndarray
     average_repeats: bool = False
     average_dims: tuple[int, ...] = ()
+
+    @property
+    def prefix(self) -> bool:
+        """The positions are 0, 1, ..., repeat·units - 1: a slice, no gather needed."""
+        return bool(np.array_equal(self.positions.reshape(-1), np.arange(self.positions.size)))
 
 
 def _dim_contribution(lay, store, strides: dict[int, int]) -> np.ndarray | None:
@@ -144,22 +151,41 @@ def _plain_leaves(lay, store) -> list[int]:
 
 
 def features(value: torch.Tensor, cap: Capture) -> torch.Tensor:
-    """(samples, units) feature matrix of a captured tensor."""
+    """(parts, units, samples) float32 features of a captured tensor, for `Moments.add`.
+
+    One unit axis with its units in order (a conv map, a linear or token layer) is read in
+    place: (B, C, H, W) as B parts of (C, H·W), (tokens..., C) as one part whose rows are
+    units-minor. Anything else (several unit axes, a gather, repeats averaged, small maps) is
+    copied into one (1, units, samples) part.
+    """
     if cap.average_dims:
         value = value.mean(dim=cap.average_dims, keepdim=True)
+    repeat, units = cap.positions.shape
+    if len(cap.dims) == 1 and repeat == 1 and cap.prefix:
+        d = cap.dims[0]
+        pre, post = math.prod(value.shape[:d]), math.prod(value.shape[d + 1 :])
+        x = value.reshape(pre, value.shape[d], post)[:, :units]
+        if post == 1:
+            return x[:, :, 0].T.unsqueeze(0).to(torch.float32)
+        if post >= MIN_PART:
+            return x.to(torch.float32)
     rest = [d for d in range(value.dim()) if d not in cap.dims]
-    x = value.permute(*rest, *cap.dims).reshape(
-        -1, int(np.prod([value.shape[d] for d in cap.dims]))
-    )
-    pos = torch.as_tensor(cap.positions)
-    x = x[:, pos.reshape(-1)].reshape(x.shape[0], cap.positions.shape[0], cap.positions.shape[1])
-    if cap.average_repeats:
-        return x.mean(dim=1)
-    return x.reshape(-1, cap.positions.shape[1])
+    width = math.prod(value.shape[d] for d in cap.dims)
+    x = value.permute(*rest, *cap.dims).reshape(-1, width)
+    if cap.prefix:
+        x = x[:, : repeat * units]
+    else:
+        x = x.index_select(1, torch.as_tensor(cap.positions.reshape(-1)))
+    x = x.reshape(x.shape[0], repeat, units)
+    x = x.mean(dim=1) if cap.average_repeats else x.reshape(-1, units)
+    return x.to(torch.float32).T.unsqueeze(0)
 
 
 class GraphRunner:
-    """Runs the traced graph with any model's weights, returning extra captured values."""
+    """Runs the traced graph with any model's weights and returns the captured values only.
+
+    The graph is cut down to what the capture nodes need (its own outputs are dropped).
+    """
 
     def __init__(self, program: Program, capture_nodes: list[str]):
         self.program = program
@@ -186,17 +212,13 @@ class GraphRunner:
                 f"{missing[:3]}; use calibration batches of one shape"
             )
         out = next(n for n in graph.nodes if n.op == "output")
-        outs = out.args[0]
-        out.args = (
-            (
-                tuple(outs) if isinstance(outs, (list, tuple)) else (outs,),
-                tuple(nodes[n] for n in self.capture_nodes),
-            ),
-        )
+        out.args = (tuple(nodes[n] for n in self.capture_nodes),)
+        graph.eliminate_dead_code()
         module = fx.GraphModule(traced.program.graph_module, graph)
         self._by_shape[key] = (traced, module)
 
-    def __call__(self, state: dict, inputs) -> tuple[list, dict[str, torch.Tensor]]:
+    def __call__(self, state: dict, inputs) -> dict[str, torch.Tensor]:
+        """Capture node name -> its value, running the graph with `state` on `inputs`."""
         key = self._key(inputs)
         if key not in self._by_shape:
             self._add(key, trace(self.program.model, inputs))
@@ -220,74 +242,108 @@ class GraphRunner:
             else:
                 raise InputError(f"unsupported exported input kind {kind}")
         with torch.no_grad():
-            outputs, caught = module(*flat)
-        return list(outputs), dict(zip(self.capture_nodes, caught))
+            caught = module(*flat)
+        return dict(zip(self.capture_nodes, caught))
+
+
+def _plans(program: Program, names) -> dict[str, Capture]:
+    free = [g.name for g in program.free_groups()]
+    if names is not None:
+        names = list(names)
+        unknown = [n for n in names if n not in free]
+        if unknown:
+            raise InputError(
+                f"no free group named {unknown[0]!r}; free groups: {free[:10]}"
+                f"{' ...' if len(free) > 10 else ''}"
+            )
+        free = [n for n in free if n in names]
+    plans = {name: capture_plan(program, name) for name in free}
+    return {k: v for k, v in plans.items() if v is not None}
+
+
+def _non_finite(exc: NonFiniteFeatures, name: str, cap: Capture) -> InputError:
+    which = " or ".join(f"model {i}" for i in exc.models)
+    what = (
+        "activations too large for float32 products (|x| > 1e19)"
+        if exc.overflow
+        else "NaN/inf activations"
+    )
+    return InputError(
+        f"{which} produced {what} at the capture site of group {name} (node {cap.node}); "
+        "check its weights and the calibration data"
+    )
+
+
+def _run(runner: GraphRunner, state: dict, batch, index: int, program: Program) -> dict:
+    try:
+        return runner(state, batch)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"calibration batch {index} does not fit {type(program.model).__name__}: {exc}"
+        ) from exc
 
 
 def collect_features(program: Program) -> Program:
-    """Activation correlations per free group, one pass over `program.data` per wave of groups
-    (see the module docstring and `MemoryPlan.waves`).
-
-    The traced graph runs once per model with its weights (`program.states`); nothing is
-    collected when the method reads no activations (`program.features` stays empty).
-    """
+    """Activation correlations per free group (see the module docstring); nothing is collected
+    when the method reads no activations (`program.features` stays empty)."""
     plan = program.memory_plan
     program.features = SimilarityStore(plan.similarity_bytes if plan is not None else None)
     program.capture_plans = {}
     if not program.options.uses_activations:
         return program
-    waves = plan.waves if plan is not None else (tuple(g.name for g in program.free_groups()),)
+    blocks = blocks_read_by(program.options.resolved_matcher)
+    waves = plan.waves if plan is not None else (None,)
     for k, wave in enumerate(waves, start=1):
         what = f" (pass {k} of {len(waves)})" if len(waves) > 1 else ""
-        moments, plans = _collect(program, wave, f"graphmerge: collecting features{what}")
-        for name, m in moments.items():
-            program.features[name] = correlation_from_moments(m.total, m.outer, m.count)
+        moments, plans = collect_moments(
+            program, wave, blocks, f"graphmerge: collecting features{what}"
+        )
+        for name in list(moments):  # one group's moments and correlation at a time
+            corr = moments.pop(name).correlation()
+            large = corr.shape[0] >= FLOAT32_FROM_UNITS
+            program.features[name] = corr.astype(np.float32) if large else corr
         program.capture_plans.update(plans)
     return program
 
 
-def _collect(program: Program, names, desc: str) -> tuple[dict, dict]:
-    """Moments of groups `names` over one pass of the data, and their capture plans."""
-    states, data, progress = program.states, program.data, program.options.progress
-    plans = {name: capture_plan(program, name) for name in names}
-    plans = {k: v for k, v in plans.items() if v is not None}
+def collect_moments(
+    program: Program, names=None, blocks: str = "all", desc: str = "graphmerge: moments"
+) -> tuple[dict[str, Moments], dict[str, Capture]]:
+    """One pass over `program.data`: `Moments` of the free groups `names` (default all).
+
+    The traced graph runs once per model with its weights (`program.states`), cut to the
+    capture sites of `names`. blocks: "all" (every block: what the zip matcher reads) or
+    "cross" (model 0 x model i and the variances: all a permutation matcher reads; see
+    `blocks_read_by`). Returns the moments and the capture plans.
+    """
+    if blocks not in BLOCKS:
+        raise InputError(f"blocks must be one of {list(BLOCKS)}, got {blocks!r}")
+    states, progress = program.states, program.options.progress
+    plans = _plans(program, names)
     runner = GraphRunner(program, [p.node for p in plans.values()])
     n_models = len(states)
     moments = {
-        name: Moments.zeros(n_models * cap.positions.shape[1]) for name, cap in plans.items()
+        name: Moments(n_models, cap.positions.shape[1], blocks) for name, cap in plans.items()
     }
     batches = 0
+    model_name = type(program.model).__name__
     with eval_mode(program.model):
-        for batch in tqdm(data, desc=desc, disable=not progress, leave=False):
+        for batch in tqdm(program.data, desc=desc, disable=not progress, leave=False):
             batches += 1
-            check_batch(program.example_inputs, batch, batches, type(program.model).__name__)
-            per_model = []
-            for state in states:
-                try:
-                    _, caught = runner(state, batch)
-                except InputError:
-                    raise
-                except Exception as exc:
-                    raise InputError(
-                        f"calibration batch {batches} does not fit "
-                        f"{type(program.model).__name__}: {exc}"
-                    ) from exc
-                per_model.append(caught)
+            check_batch(program.example_inputs, batch, batches, model_name)
+            per_model = [_run(runner, state, batch, batches, program) for state in states]
             for name, cap in plans.items():
-                feats = [features(c[cap.node], cap) for c in per_model]
-                x = torch.cat(feats, dim=1)
-                if not torch.isfinite(x).all():
-                    bad = next(i for i, f in enumerate(feats) if not torch.isfinite(f).all())
-                    raise InputError(
-                        f"model {bad} produced NaN/inf activations at the capture "
-                        f"site of group {name} (node {cap.node}); check its weights "
-                        "and the calibration data"
-                    )
-                moments[name].add(x)
+                try:
+                    moments[name].add([features(c[cap.node], cap) for c in per_model])
+                except NonFiniteFeatures as exc:
+                    raise _non_finite(exc, name, cap) from exc
     if batches == 0:
         raise InputError("the calibration data is empty: pass an iterable of at least one batch")
+    for name, cap in plans.items():
+        try:
+            moments[name].check_finite()
+        except NonFiniteFeatures as exc:
+            raise _non_finite(exc, name, cap) from exc
     return moments, plans
-
-
-def flat_outputs(outputs) -> list[torch.Tensor]:
-    return [t for t in tree_leaves(outputs) if isinstance(t, torch.Tensor)]

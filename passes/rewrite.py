@@ -1,4 +1,4 @@
-"""rewrite: the merged state dict, W* = Σ_i M_iᵀ W_i U_i per grouped axis (MUDSC_SPEC.md §1.6).
+"""rewrite: the merged state dict, W* = Σ_i M_iᵀ W_i U_i per grouped axis (MuDSC's Eq. 2).
 
 Reads: `program.assignments`, `program.axis_layouts`, `program.groups` (member roles),
 `program.states`.

@@ -4,7 +4,7 @@ Reads: `program.groups`, `program.spaces`, `program.axis_layouts`, `program.feat
 activations were collected), `program.states`, `program.options`.
 Writes: `program.assignments`: group name -> `Assignment` (an index map per model).
 
-Methods (MUDSC_SPEC.md): MuDSC's Algorithm 1 (activation-initialised, then seeded random sweeps
+Methods: MuDSC's Algorithm 1 (Xu et al., CVPR 2024) (activation-initialised, then seeded random sweeps
 over the groups with S = α·C_weight + (1-α)·C_act, revert to the best set on no improvement,
 stop after `patience` non-improving sweeps), which with α=0 is activation matching / ZipIt and
 with α=1 the weight-only forms; Git Re-Basin weight matching (raw inner products, coordinate
@@ -76,8 +76,7 @@ def _identity(program: Program, name: str, n_models: int) -> Assignment:
 
 
 def _from_match(match: Match, zipped: bool) -> Assignment:
-    targets = [u.argmax(axis=1) for u in match.unmerge]
-    return Assignment.from_targets(targets, match.score, zipped, match.n_merged)
+    return Assignment.from_targets(match.targets, match.score, zipped, match.n_merged)
 
 
 def _keep_unchanged(current: dict, result: dict) -> dict:
@@ -100,10 +99,20 @@ def _heads_assignment(child: Assignment, heads: int) -> Assignment:
 
 
 def _match_unit(
-    program: Program, unit: SolveUnit, sims: dict, matcher: str, n_models: int, options: dict
+    program: Program,
+    unit: SolveUnit,
+    sims: dict,
+    matcher: str,
+    n_models: int,
+    options: dict,
+    fresh: bool = False,
 ) -> dict[str, Assignment]:
+    """Match one solve unit; `fresh`: the similarity matrices are temporaries the matcher may
+    use as its working buffer."""
     zipped = matcher == "zip"
     if not unit.children:
+        if fresh and zipped:
+            options = {**options, "overwrite": True}
         match = MATCHERS[matcher](sims[unit.root], n_models, **options)
         return {unit.root: _from_match(match, zipped)}
     heads = program.group(unit.root).size
@@ -120,13 +129,15 @@ def _match_unit(
 
 
 def mudsc(program: Program) -> dict[str, Assignment]:
-    """MuDSC Algorithm 1 (spec §1.4) over every solve unit, as `program.options` configure it."""
+    """MuDSC Algorithm 1 over every solve unit, as `program.options` configure it."""
     opts = program.options
     alpha, matcher, options = opts.resolved_alpha, opts.resolved_matcher, opts.matcher_options
     n_models = len(program.states)
     units = solve_units(program)
     act = program.features  # group name -> activation correlation (maybe read from disk)
-    weights = WeightVectors(program, program.states)
+    plan = program.memory_plan
+    room = None if plan is None else max(plan.budget - plan.estimate_bytes, 0)
+    weights = WeightVectors(program, program.states, cache_bytes=room)
     blocks = "cross" if matcher == "permute" else "all"  # what the matcher reads
     assign = {n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)}
     blind = []
@@ -142,6 +153,7 @@ def mudsc(program: Program) -> dict[str, Assignment]:
         return assign
     gen = torch.Generator().manual_seed(opts.seed)
     best, best_score, stale = dict(assign), -np.inf, 0
+    seen: dict[tuple, dict[str, Assignment]] = {}  # a visit's inputs -> its result
     bar = tqdm(desc="graphmerge: MuDSC sweeps", unit="sweep", disable=not opts.progress)
     with bar:
         for _ in range(opts.iters):
@@ -149,11 +161,18 @@ def mudsc(program: Program) -> dict[str, Assignment]:
             for k in torch.randperm(len(units), generator=gen).tolist():
                 unit = units[k]
                 bar.set_postfix_str(f"group {unit.root}", refresh=False)
-                sims = {}
-                for n in unit.names:
-                    cw = weights.correlation(n, assign, blocks)
-                    sims[n] = alpha * cw + (1 - alpha) * act[n] if n in act else cw
-                result = _match_unit(program, unit, sims, matcher, n_models, options)
+                # S depends only on the assignments of the groups the weight vectors read:
+                # when they are the ones of an earlier visit, so is the (deterministic) match
+                key = (k, *(_version(assign, d) for n in unit.names for d in weights.depends_on(n)))
+                result = seen.get(key)
+                if result is None:
+                    sims = {
+                        n: _mixed(weights.correlation(n, assign, blocks), act, n, alpha)
+                        for n in unit.names
+                    }
+                    fresh = all(n in act for n in unit.names)
+                    result = _match_unit(program, unit, sims, matcher, n_models, options, fresh)
+                    seen[key] = result
                 assign.update(_keep_unchanged(assign, result))
                 scores.append(result[unit.root].score)
             score = float(np.mean(scores))
@@ -171,8 +190,22 @@ def mudsc(program: Program) -> dict[str, Assignment]:
     return best
 
 
+def _version(assign: dict[str, Assignment], name: str) -> int | None:
+    a = assign.get(name)
+    return None if a is None else a.version
+
+
+def _mixed(cw: np.ndarray, act, name: str, alpha: float) -> np.ndarray:
+    """S = α·C_weight + (1-α)·C_act in float64 (C_w alone when there is no C_act)."""
+    if name not in act:
+        return cw
+    out = np.multiply(cw, alpha, dtype=np.float64)
+    out += (1 - alpha) * act[name]
+    return out
+
+
 def weight_matching(program: Program) -> dict[str, Assignment]:
-    """Git Re-Basin weight matching (spec §3): raw inner products, model 0 fixed."""
+    """Git Re-Basin weight matching: raw inner products, model 0 fixed."""
     opts = program.options
     n_models = len(program.states)
     units = solve_units(program)
@@ -224,13 +257,11 @@ def solve_groups(program: Program) -> Program:
 
 def _warn_if_mostly_average(program: Program) -> None:
     """Warn when less than half of the hidden units could be aligned, naming why."""
-    solved = {g.name for g in program.groups if g.name in program.assignments}
-    hidden = [g for g in program.groups if g.hidden]
-    total = sum(g.units for g in hidden)
-    aligned = sum(g.units for g in hidden if g.name in solved)
+    aligned, total = program.aligned_units()
     if not total or aligned >= ALIGNED_SHARE_WARNING * total:
         return
-    reasons = Counter(g.reason or "not solved" for g in hidden if g.name not in solved)
+    unsolved = [g for g in program.groups if g.hidden and g.name not in program.assignments]
+    reasons = Counter(g.reason or "not solved" for g in unsolved)
     ops = ", ".join(f"{op} at {where}" for (op, where) in list(program.unruled)[:5])
     warnings.warn(
         f"only {aligned} of {total} hidden units ({aligned / total:.0%}) of "

@@ -1,4 +1,4 @@
-"""Weight vectors of units (MUDSC_SPEC §1.3) and the similarities Algorithm 1 builds from them.
+"""Weight vectors of units (MuDSC's weight space) and the similarities Algorithm 1 builds from them.
 
 The weight vector of unit j of a group, in model i, is the concatenation of every tensor slice
 that belongs to unit j across the group's members (producer rows, consumer columns, norm affine
@@ -28,10 +28,12 @@ class WeightVectors:
 
     raw: map every other axis with the unmerge map (Git Re-Basin's permuted weights) instead
     of merging produced axes (MuDSC's code merges inputs and unmerges outputs).
+    cache_bytes: how much memory the cached correlations may take (None: no limit).
     """
 
-    def __init__(self, program: Program, states: list[dict], raw: bool = False):
+    def __init__(self, program: Program, states: list[dict], raw: bool = False, cache_bytes=None):
         self.program, self.states, self.raw = program, states, raw
+        self.cache_bytes = cache_bytes
         kinds = program.traced.placeholders.values()
         self.params = {t for k, t in kinds if k == "param"}
         self.axes_of: dict[str, list[int]] = {}
@@ -40,7 +42,7 @@ class WeightVectors:
         self.roles = {(m.param, m.axis): m.role for g in program.groups for m in g.members}
         self._positions: dict = {}
         self._deps: dict[tuple, tuple[str, ...]] = {}
-        self._static: dict[tuple, Gram] = {}
+        self._static: dict[str, Gram | list[np.ndarray]] = {}
         self._correlations: dict[str, tuple[tuple, np.ndarray]] = {}
 
     def positions(self, key, name: str) -> np.ndarray:
@@ -122,22 +124,43 @@ class WeightVectors:
 
     def gram(self, name: str, assignments: dict[str, Assignment], blocks: str = "all") -> Gram:
         """The Gram matrix of the stacked weight vectors of all models, streamed member by
-        member (no concatenated vectors); members that no assignment can change are summed
-        once and kept (`blocks`: "all", or "cross" for the model-0-vs-i blocks and the
-        diagonal only, what a permutation reads)."""
-        static_key = (name, blocks)
-        if static_key not in self._static:
-            static = Gram.zeros(len(self.states), self.units(name), blocks)
-            for m in self.members(name):
-                if not self.member_deps(name, m):
-                    self._add_member(static, name, m, AxisMaps(self.program, {}, 1))
-            self._static[static_key] = static
-        total = self._static[static_key].copy()
+        member (no concatenated vectors); members that no assignment can change are read once
+        and kept, as their Gram matrix or, when shorter, as their vectors (`blocks`: "all", or
+        "cross" for the model-0-vs-i blocks and the diagonal only, what a permutation reads)."""
+        static = self._static_part(name)
+        total = Gram.zeros(len(self.states), self.units(name), blocks)
+        if isinstance(static, list):
+            total.add(static)
         maps = AxisMaps(self.program, assignments, len(self.states))
         for m in self.members(name):
             if self.member_deps(name, m):
                 self._add_member(total, name, m, maps)
+        if isinstance(static, Gram):
+            total.absorb(static)
         return total
+
+    def _static_part(self, name: str) -> Gram | list[np.ndarray]:
+        """The members no assignment changes: stacked vectors, or their Gram when that is
+        smaller (a long embedding table against a few hundred units)."""
+        if name not in self._static:
+            static = [m for m in self.members(name) if not self.member_deps(name, m)]
+            maps = AxisMaps(self.program, {}, 1)
+            models = range(len(self.states))
+            parts = [[self.member_vectors(name, m, maps, i) for i in models] for m in static]
+            length = sum(p[0].shape[1] for p in parts)
+            if length < len(self.states) * self.units(name):
+                self._static[name] = [
+                    np.concatenate([p[i] for p in parts], axis=1)
+                    if parts
+                    else np.zeros((self.units(name), 0))
+                    for i in models
+                ]
+            else:
+                gram = Gram.zeros(len(self.states), self.units(name), "all")
+                for vectors in parts:
+                    gram.add(vectors)
+                self._static[name] = gram
+        return self._static[name]
 
     def _add_member(self, gram: Gram, name: str, member, maps: AxisMaps) -> None:
         models = range(len(self.states))
@@ -156,18 +179,29 @@ class WeightVectors:
         if cached is not None and cached[0] == key:
             return cached[1]
         corr = self.gram(name, assignments, blocks).correlation()
-        self._correlations[name] = (key, corr)
+        self._remember(name, key, corr)
         return corr
+
+    def _remember(self, name: str, key: tuple, corr: np.ndarray) -> None:
+        """Cache `corr`, dropping the least recently made ones beyond `cache_bytes`."""
+        self._correlations.pop(name, None)
+        if self.cache_bytes is not None and corr.nbytes > self.cache_bytes:
+            return
+        self._correlations[name] = (key, corr)
+        if self.cache_bytes is not None:
+            while sum(c.nbytes for _, c in self._correlations.values()) > self.cache_bytes:
+                self._correlations.pop(next(iter(self._correlations)))
 
 
 class Gram:
     """Streamed Gram matrix G = V Vᵀ of N models' stacked unit vectors V (N·n, L), with the
     row sums and the length, so Pearson correlations (each vector centred over its own
-    elements, MUDSC_SPEC §1.3) follow without the vectors.
+    elements, as MuDSC's weight similarity does) follow without the vectors.
 
     blocks "cross" keeps only what a permutation matcher reads: the blocks of model 0 against
-    each model i and the diagonal. Products of large groups run in float32 (accumulated in
-    float64): the correlations then agree with float64 to about 1e-6.
+    each model i and the diagonal. Groups of at least FLOAT32_FROM_UNITS stacked units take
+    their products in float32 (accumulated in float64) and give float32 correlations: within
+    about 1e-6 of float64, at half the time and memory.
     """
 
     def __init__(self, n_models: int, units: int, blocks: str, g, diag, sums, length):
@@ -180,31 +214,37 @@ class Gram:
         shape = (size, size) if blocks == "all" else (n_models - 1, units, units)
         return cls(n_models, units, blocks, np.zeros(shape), np.zeros(size), np.zeros(size), 0)
 
-    def copy(self) -> Gram:
-        return Gram(
-            self.n_models,
-            self.units,
-            self.blocks,
-            self.g.copy(),
-            self.diag.copy(),
-            self.sums.copy(),
-            self.length,
-        )
+    @property
+    def large(self) -> bool:
+        return self.n_models * self.units >= FLOAT32_FROM_UNITS
 
     def add(self, vectors: list[np.ndarray]) -> None:
         """Add one member's slices, (units, L) per model."""
-        dtype = np.float32 if self.n_models * self.units >= FLOAT32_FROM_UNITS else np.float64
         v = np.concatenate(vectors, axis=0)
+        if v.shape[1] == 0:
+            return
         self.sums += v.sum(axis=1)
         self.diag += np.einsum("ij,ij->i", v, v)
         self.length += v.shape[1]
-        v = v.astype(dtype, copy=False)
+        v = v.astype(np.float32 if self.large else np.float64, copy=False)
         if self.blocks == "all":
             self.g += v @ v.T
             return
         n = self.units
         for i in range(1, self.n_models):
             self.g[i - 1] += v[:n] @ v[i * n : (i + 1) * n].T
+
+    def absorb(self, other: Gram) -> None:
+        """Add another Gram of the same units ("all" blocks) into this one."""
+        self.sums += other.sums
+        self.diag += other.diag
+        self.length += other.length
+        if self.blocks == "all":
+            self.g += other.g
+            return
+        n = self.units
+        for i in range(1, self.n_models):
+            self.g[i - 1] += other.g[:n, i * n : (i + 1) * n]
 
     def raw_blocks(self) -> np.ndarray:
         """The (N·n, N·n) matrix of raw inner products (cross blocks only for "cross")."""
@@ -220,28 +260,41 @@ class Gram:
         return out
 
     def correlation(self) -> np.ndarray:
-        """Pearson correlation (N·n, N·n); σ_iσ_j clamped at 1e-7 (a constant vector
-        correlates 0); for "cross", the within-model blocks are left 0."""
+        """Pearson correlation (N·n, N·n), σ_iσ_j clamped at 1e-7 (a constant vector
+        correlates 0); for "cross" the within-model blocks are left 0. Consumes `g` (computed
+        in place, a band of rows at a time)."""
         length = max(self.length, 1)
         mean = self.sums / length
         var = np.clip(self.diag / length - mean * mean, 0.0, None)
         std = np.sqrt(var)
-        out = self.raw_blocks() / length
-        out -= np.outer(mean, mean) if self.blocks == "all" else _cross_mask(self, mean)
-        out /= np.maximum(np.outer(std, std), MIN_STD_PRODUCT)
+        dtype = np.float32 if self.large else np.float64
         if self.blocks == "all":
-            np.fill_diagonal(
-                out, np.where(std * std >= MIN_STD_PRODUCT, 1.0, var / MIN_STD_PRODUCT)
-            )
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+            out = self.g
+            _normalize_rows(out, mean, std, length, 0)
+            np.fill_diagonal(out, np.where(var >= MIN_STD_PRODUCT, 1.0, var / MIN_STD_PRODUCT))
+            self.g = None
+            return out.astype(dtype, copy=False)
+        n, size = self.units, self.n_models * self.units
+        out = np.zeros((size, size), dtype=dtype)
+        for i in range(1, self.n_models):
+            block = self.g[i - 1]
+            _normalize_rows(block, mean[:n], std[:n], length, i * n, mean, std)
+            out[:n, i * n : (i + 1) * n] = block
+            out[i * n : (i + 1) * n, :n] = block.T
+        self.g = None
+        return out
 
 
-def _cross_mask(gram: Gram, mean: np.ndarray) -> np.ndarray:
-    """mean_i mean_j on the cross blocks, 0 elsewhere."""
-    n, size = gram.units, gram.n_models * gram.units
-    out = np.zeros((size, size))
-    for i in range(1, gram.n_models):
-        block = np.outer(mean[:n], mean[i * n : (i + 1) * n])
-        out[:n, i * n : (i + 1) * n] = block
-        out[i * n : (i + 1) * n, :n] = block.T
-    return out
+def _normalize_rows(g, mean, std, length, col0, col_mean=None, col_std=None, band=512):
+    """In place, a band of rows at a time: g -> (g / L - μ_i μ_j) / max(σ_i σ_j, 1e-7), NaN -> 0.
+
+    Rows are the units of `mean`/`std`; columns are units col0.. of `col_mean`/`col_std`
+    (default: the same as the rows)."""
+    col_mean = mean if col_mean is None else col_mean[col0 : col0 + g.shape[1]]
+    col_std = std if col_std is None else col_std[col0 : col0 + g.shape[1]]
+    for lo in range(0, g.shape[0], band):
+        rows = g[lo : lo + band]
+        rows /= length
+        rows -= np.outer(mean[lo : lo + band], col_mean)
+        rows /= np.maximum(np.outer(std[lo : lo + band], col_std), MIN_STD_PRODUCT)
+        np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)

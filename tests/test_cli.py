@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import types
 import xml.etree.ElementTree as ET
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from graphmerge import render
+from graphmerge.api import Analysis
 from graphmerge.cli import SUBCOMMANDS, main
 from graphmerge.errors import InputError
 from graphmerge.records import CaptureSite, Member, PermutationGroup, Structure
@@ -30,6 +32,7 @@ from graphmerge.render import (
     groups_json,
     groups_table,
     permutable_share,
+    stop_points_text,
     write_graph_picture,
 )
 
@@ -99,8 +102,8 @@ def _groups() -> list[PermutationGroup]:
     ]
 
 
-def _analysis(groups: list[PermutationGroup] | None = None) -> types.SimpleNamespace:
-    return types.SimpleNamespace(
+def _analysis(groups: list[PermutationGroup] | None = None) -> Analysis:
+    return Analysis(
         groups=_groups() if groups is None else groups,
         model_name="Toy",
         trace_seconds=0.5,
@@ -109,6 +112,7 @@ def _analysis(groups: list[PermutationGroup] | None = None) -> types.SimpleNames
         unruled=[("aten.cumsum", "model.py:41", 2), ("aten.sort", "model.py:50", 1)],
         param_count_permuted=900,
         param_count_total=1000,
+        merge_memory=3 * 2**30,
     )
 
 
@@ -118,13 +122,13 @@ def _analysis(groups: list[PermutationGroup] | None = None) -> types.SimpleNames
 
 def test_table_has_a_row_per_group_and_the_summary() -> None:
     groups = _groups()
-    text = groups_table(groups)
+    text = groups_table(groups, width=200)
     lines = text.splitlines()
     assert lines[0].split() == ["group", "size", "structure", "members", "capture", "state"]
     for g in groups:
         assert any(line.startswith(g.name + " ") for line in lines), g.name
     stem_row = next(line for line in lines if line.startswith("stem:out"))
-    assert "5: stem.weight[0]:out, bn0.weight[0]:out, bn0.bias[0]:out, ... (+2)" in stem_row
+    assert "5: stem.weight[0]:out, bn0.weight[0]:out, bn0.bias[0]:out, +2 more" in stem_row
     assert "conv1 (conv2d_1 arg0 dim1, consumer-input)" in stem_row
     assert stem_row.endswith("verified")
     q_row = next(line for line in lines if line.startswith("attn.q:out"))
@@ -136,6 +140,41 @@ def test_table_has_a_row_per_group_and_the_summary() -> None:
     # free: 16 + 4 + 8*4 + 6 = 58 units; the model's input (3) and output (10) are not hidden
     assert permutable_share(groups) == (58, 58)
     assert "permutable share of hidden units: 100.0% (58 of 58 units; 4 of 4 groups free)" in text
+
+
+def test_table_fits_the_width_and_wide_shows_everything() -> None:
+    groups = _groups()
+    wide = groups_table(groups)  # no width: every member, nothing clipped
+    stem_row = next(line for line in wide.splitlines() if line.startswith("stem:out"))
+    assert "5: stem.weight[0]:out, bn0.weight[0]:out, bn0.bias[0]:out, conv1.weight[1]:in, " in (
+        stem_row
+    )
+    assert "fc.weight[1]:in" in stem_row and "more" not in wide
+    assert max(len(line) for line in wide.splitlines()) > 120
+    for width in (60, 80, 100, 120):
+        lines = groups_table(groups, width=width).splitlines()
+        assert max(len(line) for line in lines) <= width, width
+        assert lines[0].split()[:2] == ["group", "size"] and lines[0].split()[-1] == "state"
+        for g in groups:  # every group keeps a row, its name whole or cut in the middle
+            assert any(line.startswith(g.name[:10]) for line in lines), (width, g.name)
+        stem = next(line for line in lines if line.startswith("stem:out"))
+        assert re.search(r"5: (\S+, )*\+\d more", stem), (width, stem)
+    narrow = groups_table(groups, width=80).splitlines()[0].split()
+    assert "capture" not in narrow  # the capture column gives way first
+
+
+def test_stop_points_wrap_and_count_what_is_left() -> None:
+    points = [f"encoder.layer.{i // 6}.block{i % 6}" for i in range(57)]
+    text = stop_points_text(points, width=80)
+    lines = text.splitlines()
+    assert len(lines) <= 3 and max(len(line) for line in lines) <= 80
+    assert text.startswith("stop points for a partial merge (merge ... stop_at=NAME), 57:")
+    listed = re.findall(r"encoder\.layer\.\d+\.block\d", text)
+    assert listed == points[: len(listed)] and 0 < len(listed) < 57
+    assert text.endswith(f"+{57 - len(listed)} more")
+    everything = stop_points_text(points)
+    assert "\n" not in everything and everything.endswith(points[-1]) and "more" not in everything
+    assert stop_points_text(points[:2], width=80).endswith("encoder.layer.0.block1")
 
 
 def test_table_without_groups() -> None:
@@ -219,9 +258,8 @@ def test_picture_with_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert path == (tmp_path / "out" / "toy_groups.svg").resolve()
     svg = path.read_text()
     assert svg.startswith("<svg><!-- fake -->") and "stem:out" in svg
-    dot = (tmp_path / "out" / "toy_groups.dot").read_text()
-    assert dot.startswith("digraph groups {") and '"m:stem" -> "g:stem:out"' in dot
-    assert sorted(p.name for p in path.parent.iterdir()) == ["toy_groups.dot", "toy_groups.svg"]
+    assert "digraph groups {" in svg and "&quot;m:stem&quot; -&gt; &quot;g:stem:out&quot;" in svg
+    assert sorted(p.name for p in path.parent.iterdir()) == ["toy_groups.svg"]  # no stray .dot
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
@@ -296,6 +334,7 @@ def test_cli_report_with_stand_in(tmp_path, monkeypatch, capsys, fake_core) -> N
     assert "model: Toy  (trace 0.50s, infer 0.25s, verify 0.12s)" in out
     assert "aten.cumsum at model.py:41 (x2)" in out and "aten.sort at model.py:50\n" in out
     assert "parameters in free groups: 900 of 1,000 (90.0%)" in out
+    assert "merging two of these (MuDSC zip) needs about 3.0 GiB of memory" in out
     assert f"graph: {tmp_path.resolve() / 'build_groups.html'}" in out
     assert (tmp_path / "build_groups.html").exists()
 
@@ -436,3 +475,70 @@ def test_inspect_wrong_input_shape(in_tmp, capsys) -> None:
     assert rc == 2
     assert err.startswith("error: ") and "Traceback" not in err
     assert len(err.strip()) > len("error: ")
+
+
+def test_inspect_fits_the_terminal_and_wide_shows_all(in_tmp, monkeypatch, capsys) -> None:
+    """Issue 12: a 2-layer BERT's table was ~320 columns, its stop points ~1,100 characters."""
+    (in_tmp / "bert.py").write_text(
+        "import torch\n"
+        "from transformers import BertConfig, BertForSequenceClassification\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32,\n"
+        "        num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,\n"
+        "        max_position_embeddings=16))\n"
+    )
+    args = ["inspect", "bert.py:build", "--input-shape", "2,8:int64:100", "--no-graph"]
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main([*args, "--no-verify"]) == 0
+    fitted = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in fitted) <= 100
+    assert any(re.match(r"bert\.encoder\.layer\.0\..*  \d+: .*\+\d+ more", ln) for ln in fitted)
+    stops = [ln for ln in fitted if ln.startswith("stop points")]
+    assert stops and "more" in fitted[-1]
+    assert main([*args, "--no-verify", "--wide"]) == 0
+    wide = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in wide) > 200
+    row = next(ln for ln in wide if ln.startswith("bert.encoder.layer.0.intermediate.dense:out "))
+    assert "bert.encoder.layer.0.intermediate.dense.bias[0]:out" in row and "more" not in row
+    stop_line = next(ln for ln in wide if ln.startswith("stop points"))
+    count = int(re.search(r"stop_at=NAME\), (\d+):", stop_line)[1])
+    assert "more" not in stop_line and len(stop_line.split(": ", 1)[1].split(", ")) == count > 30
+
+
+def test_cli_warnings_are_one_line_and_still_recordable(in_tmp, capsys) -> None:
+    """graphmerge's own warnings print as `warning: ...`; callers can still catch them."""
+    (in_tmp / "old.py").write_text(
+        "import torch\n"
+        "class Old(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(3, 4)\n"
+        "        self.register_buffer('position_ids', torch.arange(3), persistent=False)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x + self.position_ids)\n"
+        "def build():\n"
+        "    return Old()\n"
+    )
+    state = {
+        "fc.weight": torch.ones(4, 3),
+        "fc.bias": torch.zeros(4),
+        "position_ids": torch.ones(3),
+    }
+    save_file(state, "old.safetensors")
+    args = ["inspect", "old.py:build", "--weights", "old.safetensors", "--input-shape", "2,3"]
+    args += ["--no-graph", "--no-verify"]
+    run = subprocess.run(  # as a user runs it (pytest records warnings instead of printing them)
+        [sys.executable, "-m", "graphmerge.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=in_tmp,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith("warning: weights in 'old.safetensors': skipped 1 entry that Old")
+    assert "position_ids" in run.stderr and "UserWarning" not in run.stderr
+    assert len(run.stderr.splitlines()) == 1
+    with pytest.warns(UserWarning, match="skipped 1 entry"):
+        assert main(args) == 0

@@ -220,3 +220,18 @@ def test_round_trip_inspect_merge_export(tmp_path, weights, capsys):
         == 2
     )  # never over an input
     assert "input files" in capsys.readouterr().err
+
+
+def test_max_memory_is_the_merge_budget(tmp_path, weights, capsys):
+    """A budget below what the process already holds is refused with the way out; a bad size
+    is a usage error; a generous one merges as without it."""
+    config = str(_config(tmp_path))
+    out = tmp_path / "m.safetensors"
+    assert main(["merge", config, "--out", str(out), "--no-progress", "--max-memory", "1MB"]) == 2
+    assert "raise memory_budget (--max-memory)" in capsys.readouterr().err and not out.exists()
+    assert main(["merge", config, "--out", str(out), "--max-memory", "lots"]) == 2
+    assert "memory size 'lots'" in capsys.readouterr().err
+    assert main(["merge", config, "--out", str(out), "--no-progress", "--max-memory", "64GB"]) == 0
+    reference = tmp_path / "r.safetensors"
+    assert main(["merge", config, "--out", str(reference), "--no-progress"]) == 0
+    assert all(torch.equal(v, load_file(reference)[k]) for k, v in load_file(out).items())

@@ -30,10 +30,11 @@ LAYERS = {
     "graphmerge.export": API,
     "graphmerge.config": API,
     "graphmerge.loading": API,
+    "graphmerge.pretrained": API,
+    "graphmerge.input_shape": API,
     "graphmerge.render": API,
-    "graphmerge.tasks": API,
+    "graphmerge.batches": API,
     "graphmerge.cli": CLI,
-    "graphmerge.demo": CLI,
     "graphmerge.__main__": CLI,
     "graphmerge": CLI,  # the package's __init__ re-exports the public API
 }

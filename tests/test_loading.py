@@ -13,11 +13,14 @@ from torch import nn
 
 from graphmerge.errors import CheckpointError, GraphMergeError, InputError
 from graphmerge.loading import (
+    check_outputs,
+    input_paths,
     load_factory,
     load_state_dict,
     load_weights,
     parse_input_shape,
     save_atomic,
+    staged_outputs,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,6 +253,28 @@ def test_load_weights_accepts_tied_weights_saved_once() -> None:
     assert torch.equal(target.head.weight, source.embed.weight)
 
 
+def test_load_weights_skips_buffers_the_model_computes_with_a_warning() -> None:
+    class Embed(nn.Module):
+        _keys_to_ignore_on_load_unexpected = (r"attn\.masked_bias",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.register_buffer("position_ids", torch.arange(4), persistent=False)
+
+    source, target = Embed(), Embed()
+    sd = {k: v.clone() for k, v in source.state_dict().items()}
+    sd["position_ids"] = torch.arange(4) * 7  # an old checkpoint's copy: not loaded
+    sd["h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    with pytest.warns(UserWarning, match=r"skipped 2 entries that Embed computes itself"):
+        load_weights(target, sd, "old.bin")
+    assert torch.equal(target.fc.weight, source.fc.weight)
+    assert torch.equal(target.position_ids, torch.arange(4))
+    sd["fc.extra"] = torch.zeros(1)  # a real extra key is still refused, and named
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): fc\.extra$"):
+        load_weights(target, sd, "old.bin")
+
+
 # ---------------------------------------------------------------------------------------------
 # parse_input_shape
 
@@ -336,3 +361,73 @@ def test_save_atomic_refuses_to_overwrite_an_input(
             save_atomic(lambda tmp: tmp.write_text("oops"), target, protect=["w.safetensors"])
     assert weights.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "w.safetensors"]
+
+
+# ---------------------------------------------------------------------------------------------
+# check_outputs, staged_outputs
+
+
+def test_input_paths_of_each_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "model-1.safetensors", "model-2.safetensors", "tokenizer.json"):
+        (folder / name).write_text("x")
+    (folder / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}'
+    )
+    assert input_paths("model") == [
+        folder.resolve(),
+        *(folder.resolve() / n for n in ("config.json", "model.safetensors.index.json")),
+        *(folder.resolve() / f"model-{i}.safetensors" for i in (1, 2)),
+    ]
+    assert input_paths(f"{TINY}:build") == [TINY.resolve()]
+    assert input_paths("graphmerge.cli:main") == [(ROOT / "graphmerge" / "cli.py").resolve()]
+    assert input_paths("no_such_module_xyz:build") == []
+    assert input_paths("sub/../w.pt") == [tmp_path.resolve() / "w.pt"]
+
+
+def test_check_outputs_refuses_inputs_by_any_name(tmp_path: Path) -> None:
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_text("weights")
+    weights = tmp_path / "w.safetensors"
+    weights.write_text("precious")
+    os.link(folder / "model.safetensors", tmp_path / "hard.safetensors")
+    (tmp_path / "sym.pt").symlink_to(weights)
+    inputs = [str(folder), str(weights)]
+    refused = {
+        "hf/model.safetensors": "inside the input folder",
+        "hf/new.onnx": "inside the input folder",
+        "hf/../w.safetensors": "one of the input files",
+        "sym.pt": "one of the input files",
+        "hard.safetensors": "one of the input files",
+        "hf": "it is a folder",
+    }
+    for name, says in refused.items():
+        with pytest.raises(InputError, match=f"--out '{tmp_path / name}'.*{says}"):
+            check_outputs({"--out": tmp_path / name}, inputs)
+    fine = check_outputs(
+        {"--out": tmp_path / "m.safetensors", "--onnx": tmp_path / "m.onnx"}, inputs
+    )
+    assert fine == {"--out": tmp_path / "m.safetensors", "--onnx": tmp_path / "m.onnx"}
+    (tmp_path / "m.onnx").symlink_to(tmp_path / "m.safetensors")
+    with pytest.raises(InputError, match="--onnx .* and --out are the same file"):
+        check_outputs({"--out": tmp_path / "m.safetensors", "--onnx": tmp_path / "m.onnx"}, [])
+    assert weights.read_text() == "precious"
+
+
+def test_staged_outputs_all_or_nothing(tmp_path: Path) -> None:
+    targets = {"a": tmp_path / "a.bin", "b": tmp_path / "sub" / "b.onnx"}
+    with pytest.raises(RuntimeError, match="second failed"), staged_outputs(targets) as tmp:
+        assert tmp["b"].suffix == ".onnx" and tmp["b"].parent == targets["b"].parent
+        tmp["a"].write_text("first")
+        raise RuntimeError("second failed")
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+    with staged_outputs(targets) as tmp:
+        tmp["a"].write_text("first")
+        tmp["b"].write_text("second")
+        assert not targets["a"].exists()  # nothing appears before the block ends
+    assert targets["a"].read_text() == "first" and targets["b"].read_text() == "second"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.bin", "b.onnx"]

@@ -5,10 +5,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import relative_error
 from zoo import ZOO, call
 
 import graphmerge as gm
-from graphmerge.tasks import random_batches
+from graphmerge.batches import random_batches
 
 METHODS = [
     ("mudsc", {}),
@@ -31,11 +32,6 @@ def _plain_init(model):
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return model.eval()
-
-
-def _relative_error(a, b) -> float:
-    a, b = a.detach(), b.detach()
-    return float((a - b).abs().max() / (1 + a.abs().max()))
 
 
 def _dead_units(program) -> int:
@@ -69,9 +65,9 @@ def test_merge_with_shuffled_copy_returns_the_model(name, method, options):
     reference = copy.deepcopy(model)
     gm.reset_bn_stats(reference, data)  # merge resets BatchNorm statistics on the data
     probe = entry.fresh()
-    err = _relative_error(call(reference.eval(), probe), call(merged.eval(), probe))
+    err = relative_error(call(reference.eval(), probe), call(merged.eval(), probe))
     if method == "zipit" and _dead_units(program):
-        # ZipIt's activation-only zip gives dead units correlation 0 with everything (spec §1.2),
+        # ZipIt's activation-only zip gives dead units correlation 0 with everything (as in MuDSC),
         # so they may join a live cluster: exactness is not promised. MuDSC's weight term is.
         pytest.skip(f"{_dead_units(program)} dead units on the calibration data (err {err:.2g})")
     assert err < 1e-4, f"{name} {method} {options}: relative error {err:.3g}"
@@ -88,7 +84,7 @@ def test_three_models(method, options):
     data = calibration(example)
     merged = gm.merge([model, *twins], data, method=method, progress=False, **options)
     probe = entry.fresh()
-    err = _relative_error(call(model, probe), call(merged.eval(), probe))
+    err = relative_error(call(model, probe), call(merged.eval(), probe))
     if options.get("matcher", "zip") == "zip" and method in ("mudsc", "zipit"):
         assert err < 0.5
     else:

@@ -1,6 +1,6 @@
 """Merging on real data: sklearn digits, 5+5 class split, two models trained from different seeds.
 
-The models end in the paper's shared class-vector head (graphmerge/tasks.py), so joint accuracy
+The models end in the paper's shared class-vector head (examples/tasks.py), so joint accuracy
 is the argmax over all ten classes. A broken alignment lands near plain averaging; MuDSC and
 ZipIt must beat it by a wide margin.
 """
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import graphmerge as gm
-from graphmerge.tasks import (
+from graphmerge_examples.tasks import (
     CNNEmbed,
     MLPEmbed,
     calibration_batches,

@@ -3,62 +3,34 @@ a model merged with its shuffled copy comes back, for every method."""
 
 import pytest
 import torch
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
-    ViTConfig,
-    ViTForImageClassification,
-)
+import transformers
+from helpers import relative_error, tiny_config
 
 import graphmerge as gm
-from graphmerge.tasks import random_batches
-
-SMALL = {"num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+from graphmerge.batches import random_batches
 
 
 def _bert():
-    return BertForSequenceClassification(
-        BertConfig(vocab_size=100, hidden_size=32, max_position_embeddings=16, **SMALL)
+    return transformers.BertForSequenceClassification(
+        tiny_config("bert", max_position_embeddings=16)
     )
 
 
 def _llama():
-    return LlamaForSequenceClassification(
-        LlamaConfig(
-            vocab_size=100,
-            hidden_size=32,
-            num_key_value_heads=2,
-            max_position_embeddings=16,
-            use_cache=False,
-            pad_token_id=0,
-            **SMALL,
-        )
+    return transformers.LlamaForSequenceClassification(
+        tiny_config("llama", max_position_embeddings=16, pad_token_id=0)
     )
 
 
 def _gpt2():
-    return GPT2ForSequenceClassification(
-        GPT2Config(
-            vocab_size=100,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=16,
-            use_cache=False,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=1,
-        )
+    return transformers.GPT2ForSequenceClassification(
+        tiny_config("gpt2", n_positions=16, eos_token_id=1)
     )
 
 
 def _vit():
-    return ViTForImageClassification(
-        ViTConfig(hidden_size=32, image_size=16, patch_size=4, num_labels=3, **SMALL)
+    return transformers.ViTForImageClassification(
+        tiny_config("vit", image_size=16, patch_size=4, num_labels=3)
     )
 
 
@@ -96,5 +68,5 @@ def test_hf_merge_with_shuffled_copy(name):
             [model, twin], data, method=method, iters=10, patience=2, progress=False, **options
         )
         got = merged.eval()(**probe).logits
-        err = float((got - reference).abs().max() / (1 + reference.abs().max()))
+        err = relative_error(reference, got)
         assert err < 1e-4, f"{name} {method} {options}: {err:.3g}"

@@ -94,3 +94,40 @@ def test_shuffled_minilm_keeps_sentence_embeddings(loaded):
             rtol=1e-4,
             atol=1e-4,
         )
+
+
+def test_cli_inspects_the_pretrained_folder(tmp_path, monkeypatch, capsys):
+    """Issue 12 item 4: the checkpoint carries `embeddings.position_ids`, a buffer BertModel now
+    computes itself; the CLI loads it as transformers does, with a warning, not an error."""
+    import json
+
+    from graphmerge.cli import main
+    from graphmerge.pretrained import load_pretrained
+
+    path = minilm.get_model_path()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.py").write_text(
+        "import torch\n"
+        "def ids():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    ids = torch.randint(1000, 30000, (2, 12), generator=g)\n"
+        "    return {'input_ids': ids, 'attention_mask': torch.ones_like(ids)}\n"
+    )
+    with pytest.warns(UserWarning, match=r"skipped 1 entry .*: embeddings\.position_ids$"):
+        status = main(["inspect", str(path), "--inputs", "ids.py:ids", "--no-graph", "--json"])
+    captured = capsys.readouterr()
+    assert status == 0 and "error" not in captured.err
+    doc = json.loads(captured.out)
+    assert doc["model"] == "BertModel"
+    free = {g["name"]: g["size"] for g in doc["groups"] if not g["frozen"]}
+    for i in range(6):
+        assert free[f"encoder.layer.{i}.intermediate.dense:out"] == 1536
+    # what the CLI loaded is the model transformers loads
+    ids = {"input_ids": torch.randint(1000, 30000, (2, 12))}
+    reference = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval()
+    with pytest.warns(UserWarning, match="position_ids"):
+        ours = load_pretrained(path)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ours(**ids).last_hidden_state, reference(**ids).last_hidden_state, rtol=0, atol=0
+        )

@@ -23,7 +23,7 @@ from graphmerge.layout import Alt, Blk, Cat, SpaceStore
 from graphmerge.program import AXES, AxesMeta
 from graphmerge.rule_context import RuleContext, normalized_args
 from graphmerge.rules import rule_for
-from graphmerge.tasks import TaskData, calibration_batches, digits_split, evaluate, train
+from graphmerge_examples.tasks import TaskData, calibration_batches, digits_split, evaluate, train
 
 # export warns that nn.RNNBase's `_flat_weights` list was "assigned during export": the list holds
 # the module's own registered parameters, which export lifts like any other (checked below)

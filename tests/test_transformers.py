@@ -21,101 +21,41 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
+from helpers import HIDDEN, IMAGE, LAYERS, VOCAB, tiny_config
+
 import graphmerge as gm
 
 # A group that fails its self-check (a wrong rule) fails the test instead of being frozen with
 # a warning; other warnings are shown, not hidden.
 pytestmark = pytest.mark.filterwarnings("error:graphmerge self-check")
 
-VOCAB = 100
-HIDDEN = 32
-LAYERS = 2
-HEADS = 4
 SEQ = 8
 BATCH = 2
-IMAGE = 32
-PATCH = 8
 ATTN = ["eager", "sdpa"]
 RTOL, ATOL = 1e-4, 1e-5
 
 
 # --------------------------------------------------------------------------- model zoo
 
-
-def bert_config(attn: str):
-    return transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=2 * HIDDEN,
-        max_position_embeddings=64,
-        num_labels=3,
-        attn_implementation=attn,
-    )
-
-
-def gpt2_config(attn: str):
-    return transformers.GPT2Config(
-        vocab_size=VOCAB,
-        n_embd=HIDDEN,
-        n_layer=LAYERS,
-        n_head=HEADS,
-        n_positions=64,
-        num_labels=3,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        use_cache=False,
-        attn_implementation=attn,
-    )
-
-
-def llama_config(attn: str):
-    return transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=2,  # grouped-query attention: 2 query heads per kv head
-        max_position_embeddings=64,
-        use_cache=False,
-        attn_implementation=attn,
-    )
-
-
-def vit_config(attn: str):
-    return transformers.ViTConfig(
-        image_size=IMAGE,
-        patch_size=PATCH,
-        num_channels=3,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=2 * HIDDEN,
-        num_labels=5,
-        attn_implementation=attn,
-    )
-
-
-# name -> (model class name, config builder, input kind, output field)
+# name -> (model class name, tiny_config family, input kind, output field); the configs: one
+# attention implementation of ATTN, 3 labels (ViT: 5)
 ZOO = {
-    "bert-cls": ("BertForSequenceClassification", bert_config, "text", "logits"),
-    "bert": ("BertModel", bert_config, "text", "last_hidden_state"),
-    "gpt2": ("GPT2Model", gpt2_config, "text", "last_hidden_state"),
-    "gpt2-cls": ("GPT2ForSequenceClassification", gpt2_config, "text", "logits"),
-    "llama-lm": ("LlamaForCausalLM", llama_config, "text", "logits"),
-    "llama": ("LlamaModel", llama_config, "text", "last_hidden_state"),
-    "vit": ("ViTModel", vit_config, "image", "last_hidden_state"),
-    "vit-cls": ("ViTForImageClassification", vit_config, "image", "logits"),
+    "bert-cls": ("BertForSequenceClassification", "bert", "text", "logits"),
+    "bert": ("BertModel", "bert", "text", "last_hidden_state"),
+    "gpt2": ("GPT2Model", "gpt2", "text", "last_hidden_state"),
+    "gpt2-cls": ("GPT2ForSequenceClassification", "gpt2", "text", "logits"),
+    "llama-lm": ("LlamaForCausalLM", "llama", "text", "logits"),
+    "llama": ("LlamaModel", "llama", "text", "last_hidden_state"),
+    "vit": ("ViTModel", "vit", "image", "last_hidden_state"),
+    "vit-cls": ("ViTForImageClassification", "vit", "image", "logits"),
 }
 
 
 def build(name: str, attn: str) -> nn.Module:
-    cls_name, config, _, _ = ZOO[name]
+    cls_name, family, _, _ = ZOO[name]
+    config = tiny_config(family, num_labels=5 if family == "vit" else 3, attn_implementation=attn)
     torch.manual_seed(0)
-    model = getattr(transformers, cls_name)(config(attn))
+    model = getattr(transformers, cls_name)(config)
     return model.eval()
 
 

@@ -41,43 +41,67 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Match:
-    """The result of one matching: per-model merge and unmerge matrices and the merge value.
+    """The result of one matching: where every unit of every model goes, and the merge value.
 
-    merge[i]: M_i, float64 (n, n_merged); Σ_i M_iᵀ x_i averages each cluster's units.
-    unmerge[i]: U_i, 0/1 float64 (n, n_merged); U_i[u, c] = 1 when unit u of model i is in
-        merged unit c.
+    targets[i]: int64 (n,), the merged unit of each unit of model i (U_i has its one 1 there).
+    n_merged: the number of merged units. eps: M_i = U_i / (column sums over all models + eps),
+        1e-5 for zips (ZipIt's and MuDSC's), 0 for permutations (M_i = U_i / N).
     score: the merge value Algorithm 1 maximises (perm: mean matched similarity; zip: mean
         similarity at each greedy pick).
+    `merge` and `unmerge` give the dense (n, n_merged) float64 matrices M_i and U_i on demand
+    (Σ_i M_iᵀ x_i averages each cluster's units; U_i[u, c] = 1 when unit u of model i is in
+    merged unit c); the solve itself only reads `targets`.
     """
 
-    merge: list[np.ndarray]
-    unmerge: list[np.ndarray]
+    targets: tuple[np.ndarray, ...]
+    n_merged: int
     score: float
+    eps: float = 0.0
 
     def __post_init__(self) -> None:
-        if len(self.merge) != len(self.unmerge):
-            raise ValueError(f"{len(self.merge)} merge matrices but {len(self.unmerge)} unmerge")
-        # No builtin zip() in this module: importing the `zip` submodule rebinds the name.
-        for i, m in enumerate(self.merge):
-            u = self.unmerge[i]
-            if m.shape != u.shape or m.ndim != 2:
-                raise ValueError(f"model {i}: merge {m.shape} and unmerge {u.shape} differ")
+        sizes = {len(t) for t in self.targets}
+        if len(sizes) != 1:
+            raise ValueError(f"models have different unit counts: {sorted(sizes)}")
+        for i, t in enumerate(self.targets):
+            if len(t) and (t.min() < 0 or t.max() >= self.n_merged):
+                raise ValueError(f"model {i}: a target outside 0..{self.n_merged - 1}")
 
-    @property
-    def n_merged(self) -> int:
-        """The number of merged units (columns of every M_i and U_i)."""
-        return int(self.merge[0].shape[1])
+    @classmethod
+    def from_dense(cls, merge: list[np.ndarray], unmerge: list[np.ndarray], score: float):
+        """A Match from given M_i and U_i (kept as given)."""
+        match = cls(tuple(u.argmax(axis=1) for u in unmerge), int(unmerge[0].shape[1]), score)
+        match.__dict__.update(merge=list(merge), unmerge=list(unmerge))
+        return match
+
+    @functools.cached_property
+    def unmerge(self) -> list[np.ndarray]:
+        out = []
+        for t in self.targets:
+            u = np.zeros((len(t), self.n_merged))
+            u[np.arange(len(t)), t] = 1.0
+            out.append(u)
+        return out
+
+    @functools.cached_property
+    def merge(self) -> list[np.ndarray]:
+        sizes = sum(np.bincount(t, minlength=self.n_merged) for t in self.targets)
+        scale = 1.0 / (sizes.astype(np.float64) + self.eps)
+        out = []
+        for t in self.targets:
+            m = np.zeros((len(t), self.n_merged))
+            m[np.arange(len(t)), t] = scale[t]
+            out.append(m)
+        return out
 
     def clusters(self) -> list[list[tuple[int, int]]]:
         """For each merged unit, the (model, unit) pairs mapped into it, in model/unit order."""
         out: list[list[tuple[int, int]]] = [[] for _ in range(self.n_merged)]
-        for i, u in enumerate(self.unmerge):
-            units, cols = np.nonzero(u)
-            for k in range(len(units)):
-                out[int(cols[k])].append((i, int(units[k])))
-        return [sorted(c) for c in out]
+        for i, t in enumerate(self.targets):
+            for unit, column in enumerate(t.tolist()):
+                out[column].append((i, unit))
+        return out
 
 
 Matcher = Callable[..., Match]
@@ -91,9 +115,18 @@ def units_per_model(S: np.ndarray, N: int) -> int:
         raise ValueError(f"similarity must be a square matrix, got shape {S.shape}")
     if S.shape[0] % N:
         raise ValueError(f"similarity of size {S.shape[0]} does not split into {N} models")
-    if not np.isfinite(S).all():
+    if not _all_finite(S):
         raise ValueError("similarity has NaN or infinite entries")
     return S.shape[0] // N
+
+
+def _all_finite(S: np.ndarray, rows: int = 256) -> bool:
+    """np.isfinite(S).all() a block of rows at a time, without a boolean copy of S."""
+    for start in range(0, S.shape[0], rows):
+        block = S[start : start + rows]
+        if block.size and not (-np.inf < block.min() and block.max() < np.inf):
+            return False  # a NaN fails both comparisons
+    return True
 
 
 # The submodules import `Match` and `units_per_model` from this package, so they come after.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from graphmerge.passes.matchers import Match, units_per_model
 from graphmerge.passes.matchers.permute import match_from_permutations, solve_assignment
@@ -58,15 +59,24 @@ def _group_width(S: np.ndarray, N: int, groups: int) -> tuple[int, int]:
 
 
 def _block_scores(cross: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """LAP on every Og×Og block of a cross-model block; returns scores (G, G), cols (G, G, Og)."""
+    """LAP on every Og×Og block of a cross-model block; returns scores (G, G), cols (G, G, Og).
+
+    scores[j, k] is the mean matched similarity of block (j, k), as `solve_assignment` gives it.
+    """
     og = cross.shape[0] // groups
     blocks = cross.reshape(groups, og, groups, og).transpose(0, 2, 1, 3)
-    scores = np.empty((groups, groups))
-    cols = np.empty((groups, groups, og), dtype=np.int64)
-    for j in range(groups):
+    cols = np.zeros((groups, groups, og), dtype=np.int64)
+    for j in range(groups if og > 1 else 0):  # a 1×1 LAP has one answer
+        # negated into contiguous blocks, a block row at a time: the solver neither copies nor
+        # negates (maximize=True would)
+        costs = np.negative(blocks[j], out=np.empty(blocks.shape[1:]))
         for k in range(groups):
-            cols[j, k], scores[j, k] = solve_assignment(blocks[j, k])
-    return scores, cols
+            rows, cols[j, k] = linear_sum_assignment(costs[k])
+            if not np.array_equal(rows, np.arange(og)):
+                raise AssertionError("linear_sum_assignment returned rows out of order")
+    grid = np.ix_(range(groups), range(groups), range(og))
+    scores = blocks[grid[0], grid[1], grid[2], cols].mean(axis=-1)
+    return np.asarray(scores, dtype=np.float64), cols
 
 
 def pair_groups(blocks: list[np.ndarray], N: int, groups: int) -> GroupPairing:
@@ -162,7 +172,6 @@ def _zip_tuples(
 ) -> Match:
     """Zip one unit set tuple by tuple, with model budgets shared across tuples."""
     n, og = _group_width(S, N, groups)
-    S = (S + S.T) / 2
     to_remove = N * n - n
     budgets = ZipBudgets(
         model=np.full(N, int((to_remove // N) * b + 1e-4)),
@@ -175,7 +184,10 @@ def _zip_tuples(
     for j in range(groups):
         units = np.concatenate([i * n + partner[i][j] * og + np.arange(og) for i in range(N)])
         local = S[np.ix_(units, units)]
-        rep, picks = greedy_zip(local, model_of[units], N * og - og, a, budgets, group_of[units])
+        local = (local + local.T) / 2  # = ((S + Sᵀ)/2)[units, units], without a copy of S
+        rep, picks = greedy_zip(
+            local, model_of[units], N * og - og, a, budgets, group_of[units], overwrite=True
+        )
         values.extend(picks)
         reps, cluster = np.unique(rep, return_inverse=True)
         if len(reps) != og:

@@ -20,7 +20,8 @@ def solve_assignment(cost: np.ndarray) -> tuple[np.ndarray, float]:
 
     `cost` is square (n, n); cols[j] is the column matched to row j.
     """
-    rows, cols = linear_sum_assignment(cost, maximize=True)
+    # maximize=True negates a copy inside the solver; one contiguous negated copy instead
+    rows, cols = linear_sum_assignment(np.negative(cost, out=np.empty(cost.shape)))
     if not np.array_equal(rows, np.arange(cost.shape[0])):
         raise AssertionError("linear_sum_assignment returned rows out of order")
     return cols, float(cost[rows, cols].mean())
@@ -32,16 +33,15 @@ def match_from_permutations(columns: list[np.ndarray], score: float) -> Match:
     columns[0] is normally the identity. U_i is the 0/1 permutation matrix with
     U_i[columns[i][j], j] = 1 and M_i = U_i / N, so Σ_i M_iᵀ x_i is the mean of matched units.
     """
-    N = len(columns)
-    unmerge = []
+    targets = []
     for cols in columns:
         n = len(cols)
-        if sorted(cols.tolist()) != list(range(n)):
+        if not np.array_equal(np.sort(cols), np.arange(n)):
             raise ValueError("columns must be a permutation of the units")
-        u = np.zeros((n, n))
-        u[cols, np.arange(n)] = 1.0
-        unmerge.append(u)
-    return Match(merge=[u / N for u in unmerge], unmerge=unmerge, score=score)
+        target = np.empty(n, dtype=np.int64)
+        target[cols] = np.arange(n)  # unit cols[j] goes to merged unit j
+        targets.append(target)
+    return Match(targets=tuple(targets), n_merged=len(columns[0]), score=score)
 
 
 def permute_match(S: np.ndarray, N: int) -> Match:

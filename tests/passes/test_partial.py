@@ -8,7 +8,7 @@ from zoo import ZOO, call
 import graphmerge as gm
 from graphmerge.api import compile_program
 from graphmerge.merge import stop_points
-from graphmerge.tasks import CNNEmbed, calibration_batches, digits_split, evaluate, train
+from graphmerge_examples.tasks import CNNEmbed, calibration_batches, digits_split, evaluate, train
 
 
 def _points(name):

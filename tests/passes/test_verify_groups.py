@@ -80,3 +80,44 @@ def test_correct_rules_lose_nothing_to_the_self_check(name):
         groups = gm.permutation_groups(entry.build().eval(), entry.example())
     assert not [g.name for g in groups if (g.reason or "").startswith("failed self-check")]
     assert all(g.verified for g in groups if not g.frozen and g.size > 1)
+
+
+def test_large_models_are_checked_in_float32_on_two_samples(monkeypatch):
+    """Past FLOAT64_CHECK_MAX_PARAMS the self-check runs in float32 on the first two rows of a
+    batch-first example; it finds the same groups, and still catches a wrong permutation."""
+    import importlib
+
+    from zoo import ZOO
+
+    from graphmerge.api import compile_program
+
+    module = importlib.import_module("graphmerge.passes.verify_groups")
+    entry = ZOO["vit_block"]
+    model, example = entry.build().eval(), entry.example()
+    full = compile_program(model, example)
+    monkeypatch.setattr(module, "FLOAT64_CHECK_MAX_PARAMS", 10)
+    seen = []
+    original = module._Checker._run
+
+    def spy(self, state):
+        seen.append((self.dtype, self.args[0].shape[0]))
+        return original(self, state)
+
+    monkeypatch.setattr(module._Checker, "_run", spy)
+    large = compile_program(model, example)
+    assert [g.name for g in large.groups if g.verified] == [
+        g.name for g in full.groups if g.verified
+    ]
+    assert seen and all(dtype == torch.float32 and rows == 2 for dtype, rows in seen)
+
+
+def test_the_two_sample_check_still_catches_a_wrong_rule(wrong_cumsum_rule, monkeypatch):
+    import importlib
+
+    module = importlib.import_module("graphmerge.passes.verify_groups")
+    monkeypatch.setattr(module, "FLOAT64_CHECK_MAX_PARAMS", 10)
+    torch.manual_seed(0)
+    net, x = CumsumNet().eval(), torch.randn(8, 6)
+    with pytest.warns(UserWarning, match=r"fc1:out"):
+        groups = gm.permutation_groups(net, x)
+    assert _free(groups) == {"fc2:out"}

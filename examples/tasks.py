@@ -1,11 +1,12 @@
-"""Disjoint-class tasks on real data, trained in seconds on a CPU (MUDSC_SPEC.md §1.9 protocol).
+"""Disjoint-class tasks on real data, trained in seconds on a CPU (the MuDSC paper's protocol).
 
 Each model ends in the paper's shared-head protocol: it outputs a d-dimensional embedding scored
 by scaled cosine against a fixed matrix of class vectors common to all models (a constant, not a
 parameter), so joint accuracy is the argmax over all classes. Model A is trained on task A's
-classes only, model B on task B's.
+classes only, model B on task B's. Used by `graphmerge demo` and the benchmarks; not part of the
+graphmerge library (installed beside it as `graphmerge_examples`).
 
-    >>> from graphmerge.tasks import MLPEmbed, digits_split, evaluate, train
+    >>> from graphmerge_examples.tasks import MLPEmbed, digits_split, evaluate, train
     >>> data = digits_split(seed=0)
     >>> model = train(MLPEmbed(), data, task=0, seed=0)
     >>> round(evaluate(model, data)["task_a"], 2) > 0.9
@@ -21,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 __all__ = [
-    "COMPARED",
     "CNNEmbed",
     "ClassHead",
     "MLPEmbed",
@@ -34,20 +35,6 @@ __all__ = [
     "evaluate",
     "train",
 ]
-
-# The methods the demo and the benchmarks compare: key -> (label, gm.merge method, options).
-COMPARED: dict[str, tuple[str, str, dict]] = {
-    "average": ("average", "average", {}),
-    "weight_matching": ("Git Re-Basin (weight matching)", "weight_matching", {}),
-    "activation_matching": ("activation matching", "activation_matching", {}),
-    "mudsc_permute": ("MuDSC permute", "mudsc", {"matcher": "permute"}),
-    "zipit": ("ZipIt", "zipit", {}),
-    # MuDSC zip's single-space ablations: its greedy zip (a=0.5, b=1; "zipit" above uses ZipIt's
-    # own a=0.3, b=0.125) on activations only and on weights only
-    "act_zip": ("activation-only zip (MuDSC α=0)", "mudsc", {"alpha": 0.0}),
-    "weight_zip": ("weight-only zip (MuDSC α=1)", "mudsc", {"alpha": 1.0}),
-    "mudsc_zip": ("MuDSC zip", "mudsc", {}),
-}
 
 
 @dataclass(frozen=True)
@@ -63,8 +50,18 @@ class TaskData:
 
 
 def digits_split(seed: int = 0, image: bool = False) -> TaskData:
-    """sklearn's 8x8 digits (ships with sklearn), 5+5 random class split, 75/25 train/test."""
-    from sklearn.datasets import load_digits
+    """sklearn's 8x8 digits (ships with sklearn), 5+5 random class split, 75/25 train/test.
+
+    The class split and the train/test split are drawn from `seed`; `image` shapes the inputs
+    (N, 1, 8, 8) for a CNN instead of (N, 64). Needs scikit-learn (an ImportError saying so).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise ImportError(
+            "the digits data set ships with scikit-learn, which is not installed: "
+            "pip install scikit-learn"
+        ) from exc
 
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
@@ -136,11 +133,14 @@ def train(
     batch: int = 64,
     lr: float = 3e-3,
     schedule: str = "constant",
+    progress: str | None = None,
 ) -> nn.Module:
     """Train on one task's classes, cross-entropy over that task's logits only (Adam).
 
     schedule: "constant" keeps `lr`; "cosine" warms up linearly over the first 5% of the steps,
-    then decays to 0 on a cosine (a few epochs then get much further)."""
+    then decays to 0 on a cosine (a few epochs then get much further). `progress`: a label for a
+    progress bar over the epochs on stderr (None: silent). Returns `model`, trained, in eval mode.
+    """
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     torch.manual_seed(seed)
@@ -165,7 +165,9 @@ def train(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     model.train()
-    for _ in range(epochs):
+    for _ in tqdm(
+        range(epochs), desc=progress, unit="epoch", disable=progress is None, leave=False
+    ):
         for idx in torch.randperm(len(y)).split(batch):
             loss = F.cross_entropy(model(x[idx])[:, classes], remap[y[idx]])
             opt.zero_grad()
@@ -196,36 +198,11 @@ def evaluate(model: nn.Module, data: TaskData) -> dict[str, float]:
 
 
 def ensemble_evaluate(models: list[nn.Module], data: TaskData) -> dict[str, float]:
-    """The upper bound: sum of the models' softmax outputs (spec §1.9)."""
+    """The upper bound: sum of the models' softmax outputs (the paper's ensemble)."""
     return _scores(lambda x: sum(torch.softmax(m.eval()(x), 1) for m in models), data)
 
 
 def calibration_batches(data: TaskData, batch: int = 128, limit: int | None = None) -> list:
-    """Training inputs of both tasks (spec §5.12: the union), in batches."""
+    """Training inputs of both tasks (the union, as in MuDSC), in batches of `batch`."""
     x = data.x_train if limit is None else data.x_train[:limit]
     return list(x.split(batch))
-
-
-def random_batches(example, batches: int = 4, size: int | None = None, seed: int = 100) -> list:
-    """Random batches shaped like `example` (a Tensor, tuple or dict of Tensors).
-
-    Floating tensors are standard normal; integer tensors (token ids) stay within the example's
-    range. `size` replaces the batch axis (default: the example's).
-    """
-    out = []
-    for s in range(batches):
-        gen = torch.Generator().manual_seed(seed + s)
-
-        def make(t, gen=gen):
-            shape = ((size if size is not None else t.shape[0]), *t.shape[1:]) if t.dim() else ()
-            if t.is_floating_point():
-                return torch.randn(shape, generator=gen)
-            return torch.randint(0, int(t.max()) + 1, shape, generator=gen, dtype=t.dtype)
-
-        if isinstance(example, torch.Tensor):
-            out.append(make(example))
-        elif isinstance(example, dict):
-            out.append({k: make(v) for k, v in example.items()})
-        else:
-            out.append(tuple(make(v) for v in example))
-    return out

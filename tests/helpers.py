@@ -1,0 +1,57 @@
+"""What several test files share: tiny Hugging Face configs and the error merges are checked by.
+
+The tests folder is on sys.path (conftest.py), so test files `from helpers import ...`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# The sizes of every tiny config (tests that check group sizes read them from here).
+VOCAB, HIDDEN, LAYERS, HEADS, IMAGE, PATCH = 100, 32, 2, 4, 32, 8
+
+_TINY = {  # BERT-style names; GPT-2 has its own below
+    "hidden_size": HIDDEN,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "intermediate_size": 2 * HIDDEN,
+}
+_TEXT = {**_TINY, "vocab_size": VOCAB, "max_position_embeddings": 64}
+_FAMILIES = {
+    "bert": ("BertConfig", _TEXT),
+    "llama": ("LlamaConfig", {**_TEXT, "num_key_value_heads": 2, "use_cache": False}),
+    "gpt2": (
+        "GPT2Config",
+        {
+            "vocab_size": VOCAB,
+            "n_embd": HIDDEN,
+            "n_layer": LAYERS,
+            "n_head": HEADS,
+            "n_positions": 64,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "use_cache": False,
+        },
+    ),
+    "vit": ("ViTConfig", {**_TINY, "image_size": IMAGE, "patch_size": PATCH, "num_channels": 3}),
+}
+
+
+def tiny_config(family: str, **overrides):
+    """A tiny transformers config for `family` ("bert", "llama", "gpt2" or "vit").
+
+    Hidden size 32, 2 layers, 4 heads (Llama: 2 key/value heads, so grouped-query attention),
+    vocabulary 100, 64 positions, 32-pixel images in 8-pixel patches, no KV cache; `overrides`
+    replace or add config fields (e.g. `attn_implementation="sdpa"`, `num_labels=3`).
+    """
+    import transformers
+
+    name, base = _FAMILIES[family]
+    return getattr(transformers, name)(**{**base, **overrides})
+
+
+def relative_error(reference: torch.Tensor, got: torch.Tensor) -> float:
+    """max |got - reference| / (1 + max |reference|): the error merges with a twin are held to."""
+    reference, got = reference.detach(), got.detach()
+    return float((got - reference).abs().max() / (1 + reference.abs().max()))
