@@ -133,12 +133,17 @@ def test_groups_are_the_hidden_spaces_with_their_gate_blocks():
     }
 
 
-@pytest.mark.parametrize("cls", list(CELLS.values()))
-def test_cells_unrolled_in_a_loop_share_one_space_per_cell(cls):
+CELL_VARIANTS = [(c, {}) for c in CELLS.values()] + [(nn.RNNCell, {"nonlinearity": "relu"})]
+
+
+@pytest.mark.parametrize(
+    "cls,kw", CELL_VARIANTS, ids=[f"{c.__name__}{kw}" for c, kw in CELL_VARIANTS]
+)
+def test_cells_unrolled_in_a_loop_share_one_space_per_cell(cls, kw):
     class CellNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed, self.cell, self.cell2 = nn.Linear(5, 6), cls(6, 8), cls(8, 7)
+            self.embed, self.cell, self.cell2 = nn.Linear(5, 6), cls(6, 8, **kw), cls(8, 7, **kw)
             self.head = nn.Linear(7, 3)
 
         def forward(self, x):
