@@ -134,6 +134,55 @@ def test_shape_and_view_ops_have_rules_in_every_variant(name):
     assert rule_for(getattr(torch.ops.aten, name)) is not None, name
 
 
+# View-like ops of dense tensors that have no axis map, each with a reason: explicit strides,
+# storage swaps, the replay of a view into its base. (Views of sparse and nested tensors,
+# forward-mode autodiff and gradient ops have reasons too.)
+_VIEWS_WITHOUT_AXIS_MAP = {
+    "as_strided",
+    "as_strided_",
+    "as_strided_copy",
+    "resize_",
+    "resize_as",
+    "resize_as_",
+    "set_",
+    "slice_inverse",
+}
+_NOT_DENSE = ("_nested_", "indices", "values", "_sparse_", "coalesce", "dual", "_fw_", "_test_")
+
+
+def _view_like_ops() -> set[str]:
+    """Every ATen op whose result aliases an input (a view), every `_copy` twin of one, every
+    op tagged `inplace_view` (`transpose_`, `unsqueeze_`) and every `*_as` op, by name."""
+    views, found = set(), set()
+    names = {s.name.split("::", 1)[1] for s in torch._C._jit_get_all_schemas()}
+    for name in sorted(n for n in names if n.isidentifier()):  # not dir(): it lists loaded ops
+        packet = getattr(torch.ops.aten, name, None)
+        if not isinstance(packet, torch._ops.OpOverloadPacket):
+            continue
+        for overload in packet.overloads():
+            op = getattr(packet, overload)
+            schema = op._schema
+            if not schema.arguments or not isinstance(schema.arguments[0].type, torch.TensorType):
+                continue  # TorchScript's list / dict / RRef ops
+            if torch.Tag.inplace_view in op.tags:
+                found.add(name)
+            elif not schema.is_mutable and any(r.alias_info is not None for r in schema.returns):
+                views.add(name)
+        if name.endswith("_as"):
+            found.add(name)
+    copies = {f"{v}_copy" for v in views if hasattr(torch.ops.aten, f"{v}_copy")}
+    return views | copies | found
+
+
+def test_every_view_op_and_its_copy_as_and_in_place_variants_has_a_rule():
+    ops = _view_like_ops()
+    assert len(ops) >= 80 and {"view_copy", "expand_as", "transpose_", "unfold_copy"} <= ops
+    without = {n for n in ops if rule_for(getattr(torch.ops.aten, n)) is None}
+    assert all(frozen_reason(f"aten.{n}") for n in without), sorted(without)
+    dense = {n for n in without if not any(k in n for k in _NOT_DENSE) and n != "_grad_sum_to_size"}
+    assert dense == _VIEWS_WITHOUT_AXIS_MAP
+
+
 def test_reasons_name_real_ops_without_rules():
     assert len(FROZEN) >= 10
     for op, reason in FROZEN.items():

@@ -31,7 +31,7 @@ TABLE: tuple[Row, ...] = (
     row(
         "relu relu_ gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardtanh hardtanh_ relu6 "
         "elu elu_ leaky_relu leaky_relu_ hardswish hardswish_ hardsigmoid hardsigmoid_ mish "
-        "softplus selu celu neg exp log log1p expm1 sqrt rsqrt abs erf sin cos tan reciprocal "
+        "softplus selu celu neg _neg_view _neg_view_copy exp log log1p expm1 sqrt rsqrt abs erf sin cos tan reciprocal "
         "square sign floor ceil round trunc logical_not isnan isinf nan_to_num alpha_dropout "
         "feature_dropout feature_alpha_dropout feature_dropout_ alpha_dropout_ "
         "feature_alpha_dropout_ softmax _softmax log_softmax _log_softmax special_erf "
@@ -52,7 +52,8 @@ TABLE: tuple[Row, ...] = (
     row(
         "clone contiguous detach detach_ alias lift_fresh_copy _to_copy to type_as dropout "
         "dropout_ alias_copy detach_copy lift_fresh conj _conj resolve_conj resolve_neg "
-        "_autocast_to_full_precision _autocast_to_reduced_precision",
+        "_autocast_to_full_precision _autocast_to_reduced_precision _conj_copy pin_memory cpu "
+        "cuda as_tensor",
         elementwise.unary,
         structural=True,
         flow=flows.same_axis,
@@ -195,7 +196,7 @@ TABLE: tuple[Row, ...] = (
     ),
     row(
         "view reshape _unsafe_view flatten unflatten view_copy _reshape_alias view_as "
-        "reshape_as ravel _reshape_alias_copy",
+        "reshape_as ravel _reshape_alias_copy _ncf_view _ncf_unsqueeze",
         reshape.reshape,
         structural=True,
         flow=flows.reshaped,
