@@ -14,7 +14,7 @@ Families, mixed at random:
     squeeze-excite gates, max/avg pooling, channel GLU, layer scale, ConvNeXt-style channels-last
     LayerNorm and pointwise Linear; then global mean pool or flatten;
   * token nets (B, T, D): linear, attention (manual or SDPA; separate, fused (through permute or
-    movedim) or split qkv; grouped-query with repeat_interleave or expand+reshape; value head
+    movedim, or inside the heads: (B, T, H, 3, D)) or split qkv; grouped-query with repeat_interleave or expand+reshape; value head
     dim != key head dim; cross-attention over another token node), LayerNorm, RMSNorm, layer
     scale, residuals; then mean / sum over tokens or first token.
 Vector and token nets also draw feature-axis softmax / log-softmax and other reductions along the
@@ -22,10 +22,10 @@ features or the batch (equivariant), cumsum / flip / diff / scatter over the fea
 equivariant: must be frozen), view round trips (movedim, transpose, flatten / unflatten, view_as,
 in-place views, tile, diagonal, glu, ...), an FFT over the batch, a masked fill by index_put,
 slices, per-feature buffers, a clamp to a learned per-feature bound, a Linear applied twice, and a
-Linear used with its transposed weight. Token nets draw recurrent layers (nn.LSTM / GRU / RNN:
+Linear used with its transposed weight. Token nets draw recurrent layers (nn.LSTM / GRU / RNN (tanh or relu):
 1-2 layers, uni- or bidirectional, batch_first or not, with or without biases, LSTM proj_size,
 reading the output or adding the final state); vector nets draw recurrent cells (two steps, the
-second from the first's state).
+second from the first's state; the Elman cell with tanh or relu).
 Conv and token trunks may be followed by a short vector tail. Every net ends with a Linear head to
 `N_OUT` outputs so that all hidden units are internal (model inputs and outputs are frozen spaces).
 """
@@ -255,7 +255,10 @@ def _emit(spec: dict) -> tuple[list[str], list[str]]:
             fwd += fwd_r
         elif op == "cell":
             cls, i = rec["cls"], rec["id"]
-            init.append(f"self.cell{i} = nn.{cls}({rec['cin']}, {rec['cout']}, bias={rec['bias']})")
+            relu = ", nonlinearity='relu'" if rec.get("relu") else ""
+            init.append(
+                f"self.cell{i} = nn.{cls}({rec['cin']}, {rec['cout']}, bias={rec['bias']}{relu})"
+            )
             fwd.append(f"{h}s = self.cell{i}({a})")
             fwd.append(f"{h}s = self.cell{i}(torch.tanh({a}), {h}s)")
             fwd.append(f"{h} = {h}s[0]" if cls == "LSTMCell" else f"{h} = {h}s")
@@ -293,6 +296,10 @@ def _emit_attn(rec: dict, a: str, kv_src: str, h: str) -> tuple[list[str], list[
             f"qkv = self.qkv{i}({a}).reshape(B, T, 3, {nh}, {dh}).movedim(2, 0).transpose(2, 3)"
         )
         fwd.append("q, k, v = qkv.unbind(0)")
+    elif rec["qkv"] == "fused_heads":  # Bloom / Persimmon: (B, T, heads, 3, dh), q/k/v by index
+        init.append(f"self.qkv{i} = nn.Linear({d}, {3 * inner}, bias={bias})")
+        fwd.append(f"qkv = self.qkv{i}({a}).view(B, T, {nh}, 3, {dh})")
+        fwd.append("q, k, v = (qkv[..., j, :].transpose(1, 2) for j in range(3))")
     else:  # "split": one projection, split into q | k | v of different widths
         init.append(f"self.qkv{i} = nn.Linear({d}, {inner + 2 * kv_inner}, bias={bias})")
         fwd.append(f"q, k, v = self.qkv{i}({a}).split([{inner}, {kv_inner}, {kv_inner}], dim=-1)")
@@ -331,6 +338,7 @@ def _emit_rnn(rec: dict, a: str, h: str) -> tuple[list[str], list[str]]:
     """A recurrent layer over a token node (B, T, D) -> (B, T, dirs * units)."""
     i, cls = rec["id"], rec["cls"]
     proj = f", proj_size={rec['proj']}" if rec["proj"] else ""
+    proj += ", nonlinearity='relu'" if rec.get("relu") else ""
     init = [
         (
             f"self.rnn{i} = nn.{cls}({rec['cin']}, {rec['hidden']}, num_layers={rec['layers']}, "
@@ -546,6 +554,7 @@ def _feature_op(draw, nodes: list[dict], kind: str, ops: list[str]) -> dict:
         rec["proj"] = (
             draw(st.integers(1, rec["hidden"] - 1)) if cls == "LSTM" and draw(st.booleans()) else 0
         )
+        rec["relu"] = cls == "RNN" and draw(st.booleans())  # aten.rnn_relu
         c = (2 if rec["bidir"] else 1) * (rec["proj"] or rec["hidden"])
     elif op == "cell":
         rec.update(
@@ -554,11 +563,12 @@ def _feature_op(draw, nodes: list[dict], kind: str, ops: list[str]) -> dict:
             cout=draw(_width),
             bias=draw(st.booleans()),
         )
+        rec["relu"] = rec["cls"] == "RNNCell" and draw(st.booleans())  # aten.rnn_relu_cell
         c = rec["cout"]
     elif op == "attn":
         heads = draw(st.integers(1, 4))
         dh = draw(st.integers(1, 6))
-        qkv = draw(st.sampled_from(["separate", "fused", "split", "fused_movedim"]))
+        qkv = draw(st.sampled_from(["separate", "fused", "split", "fused_movedim", "fused_heads"]))
         kv = heads if qkv.startswith("fused") else draw(st.sampled_from(_divisors(heads)[::-1]))
         rec.update(
             c=ca,
