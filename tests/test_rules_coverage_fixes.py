@@ -106,3 +106,24 @@ def test_a_block_axis_inside_the_heads_gives_q_k_v_their_own_spaces():
     assert sorted(g.size for g in on_qkv) == [2, 4, 4]
     (v,) = [g for g in on_qkv if ("o.weight", 1) in g.params() and g.size == 4]
     assert v.structure.within  # permuted within heads
+
+
+class SliceFromFarBack(nn.Module):
+    """`h[:, -512:]` on 8 units (XLNet's memory slice `cat[-mem_len:]`) is all 8 units: the rule
+    cut positions [-504:8], a block of 512 that broke the axis algebra downstream (XLNet's add,
+    sub and einsum rules recursed until Python's limit)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(5, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x))[:, -512:])
+
+
+def test_a_slice_starting_before_the_axis_is_clamped_like_python():
+    torch.manual_seed(0)
+    analysis = _analyze_and_shuffle(SliceFromFarBack(), torch.randn(3, 5))
+    assert analysis.unruled == [] and analysis.permutable_share == 1.0
+    (g,) = [g for g in analysis.groups if ("fc.weight", 0) in g.params()]
+    assert not g.frozen and g.size == 8 and ("head.weight", 1) in g.params()

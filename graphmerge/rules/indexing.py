@@ -81,8 +81,9 @@ def slice_(cx: RuleContext):
     size = cx.shape(0)[d]
     start, end = cx.arg("start"), cx.arg("end")
     step = cx.arg("step", default=1)
-    start = 0 if start is None else (start + size if start < 0 else min(start, size))
-    end = size if end is None else (end + size if end < 0 else min(end, size))
+    # Python's clamping: x[-512:] of 8 rows is all 8
+    start = 0 if start is None else (max(start + size, 0) if start < 0 else min(start, size))
+    end = size if end is None else (max(end + size, 0) if end < 0 else min(end, size))
     if step != 1:
         cx.freeze(x[d], f"strided slice ({cx.where()})")
         x[d] = cx.new(cx.out_shape()[d], "pinned", frozen="strided slice")
