@@ -498,9 +498,11 @@ def write_readme_table(path: str, results: list[Result], command: str) -> None:
         raise ValueError(f"{path}: no {README_BEGIN} ... {README_END} block to rewrite")
     import transformers
 
+    kept = [r.max_rel_diff for r in results if r.function_kept and r.max_rel_diff is not None]
     block = (
         f"`{command}` ({datetime.date.today()}, transformers {transformers.__version__}): "
-        f"{summary_line(results)}.\n\n{readme_table(results)}\n"
+        f"{summary_line(results)}; the function is kept on {len(kept)} (max relative difference "
+        f"{max(kept, default=0.0):.1e}).\n\n{readme_table(results)}\n"
     )
     with open(path, "w", encoding="utf-8") as f:
         f.write(f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
