@@ -1,14 +1,17 @@
-"""Architecture coverage: which Hugging Face models graphmerge traces, groups and shuffles.
+"""Architecture coverage: which Hugging Face models (and classic conv nets written in
+benchmarks/convnets.py) graphmerge traces, groups and shuffles.
 
     python -m benchmarks.coverage                          # every architecture (a few minutes)
     python -m benchmarks.coverage --only bert-cls,llama-cls
     python -m benchmarks.coverage --markdown > benchmarks/coverage_table.md
     python -m benchmarks.coverage --json coverage.json
+    python -m benchmarks.coverage --readme README.md  # rewrite the README's table in place
     python -m benchmarks.coverage --list                   # the architecture names
 
 Every architecture is built from a *tiny* config with random weights (hidden 32-64, 1-2 layers,
-4 heads, vocabulary 128, 32-pixel images, short audio), in eval mode, `use_cache=False` and eager
-attention unless the variant is about SDPA. Nothing is downloaded (`HF_HUB_OFFLINE=1`).
+4 heads, vocabulary 128, 32-pixel images, short audio, 32-step series), in eval mode,
+`use_cache=False` and eager attention unless the variant is about SDPA. Nothing is downloaded
+(`HF_HUB_OFFLINE=1`). The architectures are listed in benchmarks/coverage_archs.py.
 
 For each architecture, inside its own try/except (one failure never stops the run):
 
@@ -29,7 +32,6 @@ The second table aggregates the ops without rules over architectures, sorted by 
 architectures each one *blocks* (freezes at least one hidden group of).
 """
 
-# ruff: noqa: C408  (model configs read best as dict(key=value) keyword lists)
 from __future__ import annotations
 
 import argparse
@@ -54,991 +56,23 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 from torch import nn
 
-VOCAB = 128
-HIDDEN = 32
-INTER = 64
-LAYERS = 2
-HEADS = 4
-BATCH = 2
-SEQ = 8
-DEC_SEQ = 6
-IMAGE = 32
-AUDIO = 400  # raw samples for wav2vec2-style models
-MELS = 16
-MEL_FRAMES = 32  # = 2 * max_source_positions for Whisper
-LABELS = 3
-TOL = 1e-4  # function kept when max |diff| / output scale <= TOL
-PER_ARCH_TIMEOUT = 120  # seconds; a hung export is reported, the run goes on
-
-# ------------------------------------------------------------------------- the architectures
-
-
-@dataclass(frozen=True)
-class Arch:
-    """One architecture: the model class, its config class and kwargs, the kind of inputs."""
-
-    name: str
-    family: str
-    model_cls: str
-    config_cls: str
-    config: dict
-    inputs: str  # text | seq2seq | image | audio | whisper
-    attn: str | None = "eager"  # attn_implementation, None for models without attention choice
-    note: str = ""
-
-
-def _text(**kw) -> dict:
-    """Common tiny-text-model kwargs (BERT-style names), updated with `kw`."""
-    base = dict(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=INTER,
-        max_position_embeddings=64,
-        num_labels=LABELS,
-    )
-    base.update(kw)
-    return base
-
-
-def _decoder(**kw) -> dict:
-    """Tiny decoder kwargs (Llama-style names) with pad/bos/eos ids for sequence classification."""
-    base = _text(
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, use_cache=False, tie_word_embeddings=False
-    )
-    base.update(kw)
-    return base
-
-
-_SEQ2SEQ = dict(
-    vocab_size=VOCAB,
-    d_model=HIDDEN,
-    encoder_layers=1,
-    decoder_layers=1,
-    encoder_attention_heads=HEADS,
-    decoder_attention_heads=HEADS,
-    encoder_ffn_dim=INTER,
-    decoder_ffn_dim=INTER,
-    max_position_embeddings=64,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    decoder_start_token_id=2,
-    use_cache=False,
-    num_labels=LABELS,
+from benchmarks.coverage_archs import (
+    ARCHS,
+    AUDIO,
+    BATCH,
+    DEC_SEQ,
+    IMAGE,
+    MEL_FRAMES,
+    MELS,
+    SEQ,
+    SERIES,
+    SERIES_CHANNELS,
+    VOCAB,
+    Arch,
 )
 
-ARCHS: list[Arch] = [
-    # ---- text encoders
-    Arch("bert-cls", "encoder", "BertForSequenceClassification", "BertConfig", _text(), "text"),
-    Arch(
-        "bert-cls-sdpa",
-        "encoder",
-        "BertForSequenceClassification",
-        "BertConfig",
-        _text(),
-        "text",
-        attn="sdpa",
-        note="SDPA attention kernel",
-    ),
-    Arch(
-        "bert-base",
-        "encoder",
-        "BertModel",
-        "BertConfig",
-        _text(),
-        "text",
-        note="base model: the residual stream is the output",
-    ),
-    Arch(
-        "roberta-cls",
-        "encoder",
-        "RobertaForSequenceClassification",
-        "RobertaConfig",
-        _text(pad_token_id=1, max_position_embeddings=66),
-        "text",
-    ),
-    Arch(
-        "distilbert-cls",
-        "encoder",
-        "DistilBertForSequenceClassification",
-        "DistilBertConfig",
-        dict(
-            vocab_size=VOCAB,
-            dim=HIDDEN,
-            n_layers=LAYERS,
-            n_heads=HEADS,
-            hidden_dim=INTER,
-            max_position_embeddings=64,
-            num_labels=LABELS,
-        ),
-        "text",
-    ),
-    Arch(
-        "albert-cls",
-        "encoder",
-        "AlbertForSequenceClassification",
-        "AlbertConfig",
-        _text(embedding_size=16),
-        "text",
-        note="factorized embedding, shared layers",
-    ),
-    Arch(
-        "electra-cls",
-        "encoder",
-        "ElectraForSequenceClassification",
-        "ElectraConfig",
-        _text(embedding_size=16),
-        "text",
-        note="embedding projection",
-    ),
-    Arch(
-        "deberta-v2-cls",
-        "encoder",
-        "DebertaV2ForSequenceClassification",
-        "DebertaV2Config",
-        _text(
-            relative_attention=True,
-            position_buckets=16,
-            max_relative_positions=32,
-            pos_att_type=["p2c", "c2p"],
-            norm_rel_ebd="layer_norm",
-            share_att_key=True,
-            pooler_hidden_size=HIDDEN,
-        ),
-        "text",
-        note="disentangled relative attention",
-    ),
-    Arch(
-        "mpnet-cls",
-        "encoder",
-        "MPNetForSequenceClassification",
-        "MPNetConfig",
-        _text(pad_token_id=1, max_position_embeddings=66),
-        "text",
-        note="relative position bias",
-    ),
-    Arch(
-        "xlm-roberta-cls",
-        "encoder",
-        "XLMRobertaForSequenceClassification",
-        "XLMRobertaConfig",
-        _text(pad_token_id=1, max_position_embeddings=66),
-        "text",
-    ),
-    Arch(
-        "modernbert-cls",
-        "encoder",
-        "ModernBertForSequenceClassification",
-        "ModernBertConfig",
-        _text(
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            cls_token_id=1,
-            sep_token_id=2,
-            global_attn_every_n_layers=2,
-            local_attention=4,
-        ),
-        "text",
-        note="GeGLU, rotary, local/global attention",
-    ),
-    # ---- decoders
-    Arch(
-        "gpt2-cls",
-        "decoder",
-        "GPT2ForSequenceClassification",
-        "GPT2Config",
-        dict(
-            vocab_size=VOCAB,
-            n_embd=HIDDEN,
-            n_layer=LAYERS,
-            n_head=HEADS,
-            n_positions=64,
-            num_labels=LABELS,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-        ),
-        "text",
-        note="Conv1D (addmm)",
-    ),
-    Arch(
-        "gpt2-base",
-        "decoder",
-        "GPT2Model",
-        "GPT2Config",
-        dict(
-            vocab_size=VOCAB,
-            n_embd=HIDDEN,
-            n_layer=LAYERS,
-            n_head=HEADS,
-            n_positions=64,
-            use_cache=False,
-        ),
-        "text",
-        note="base model",
-    ),
-    Arch(
-        "gpt-neo-cls",
-        "decoder",
-        "GPTNeoForSequenceClassification",
-        "GPTNeoConfig",
-        dict(
-            vocab_size=VOCAB,
-            hidden_size=HIDDEN,
-            num_layers=LAYERS,
-            num_heads=HEADS,
-            intermediate_size=INTER,
-            attention_types=[[["global", "local"], 1]],
-            window_size=4,
-            max_position_embeddings=64,
-            num_labels=LABELS,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-        ),
-        "text",
-        note="local attention layers",
-    ),
-    Arch(
-        "gptj-cls",
-        "decoder",
-        "GPTJForSequenceClassification",
-        "GPTJConfig",
-        dict(
-            vocab_size=VOCAB,
-            n_embd=HIDDEN,
-            n_layer=LAYERS,
-            n_head=HEADS,
-            rotary_dim=4,
-            n_inner=INTER,
-            n_positions=64,
-            num_labels=LABELS,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-            tie_word_embeddings=False,
-        ),
-        "text",
-        note="interleaved partial rotary, parallel attn+MLP",
-    ),
-    Arch(
-        "gpt-neox-cls",
-        "decoder",
-        "GPTNeoXForSequenceClassification",
-        "GPTNeoXConfig",
-        _decoder(
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "partial_rotary_factor": 0.25,
-            }
-        ),
-        "text",
-        note="partial rotary, parallel residual, fused qkv",
-    ),
-    Arch(
-        "opt-cls",
-        "decoder",
-        "OPTForSequenceClassification",
-        "OPTConfig",
-        dict(
-            vocab_size=VOCAB,
-            hidden_size=HIDDEN,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            ffn_dim=INTER,
-            word_embed_proj_dim=HIDDEN,
-            max_position_embeddings=64,
-            num_labels=LABELS,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-        ),
-        "text",
-        note="learned positions with offset",
-    ),
-    Arch(
-        "bloom-cls",
-        "decoder",
-        "BloomForSequenceClassification",
-        "BloomConfig",
-        dict(
-            vocab_size=VOCAB,
-            hidden_size=HIDDEN,
-            n_layer=LAYERS,
-            n_head=HEADS,
-            num_labels=LABELS,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-        ),
-        "text",
-        note="alibi, fused qkv per head",
-    ),
-    Arch(
-        "falcon-cls",
-        "decoder",
-        "FalconForSequenceClassification",
-        "FalconConfig",
-        _decoder(
-            parallel_attn=True,
-            multi_query=True,
-            new_decoder_architecture=False,
-            alibi=False,
-            bias=False,
-        ),
-        "text",
-        note="parallel attn+MLP, multi-query",
-    ),
-    Arch(
-        "llama-cls",
-        "decoder",
-        "LlamaForSequenceClassification",
-        "LlamaConfig",
-        _decoder(num_key_value_heads=2),
-        "text",
-        note="GQA, rotary, SwiGLU, RMSNorm",
-    ),
-    Arch(
-        "llama-cls-sdpa",
-        "decoder",
-        "LlamaForSequenceClassification",
-        "LlamaConfig",
-        _decoder(num_key_value_heads=2),
-        "text",
-        attn="sdpa",
-        note="SDPA with GQA",
-    ),
-    Arch(
-        "llama-lm",
-        "decoder",
-        "LlamaForCausalLM",
-        "LlamaConfig",
-        _decoder(num_key_value_heads=2),
-        "text",
-        note="LM head",
-    ),
-    Arch(
-        "mistral-cls",
-        "decoder",
-        "MistralForSequenceClassification",
-        "MistralConfig",
-        _decoder(num_key_value_heads=2, sliding_window=4),
-        "text",
-        note="sliding window",
-    ),
-    Arch(
-        "qwen2-cls",
-        "decoder",
-        "Qwen2ForSequenceClassification",
-        "Qwen2Config",
-        _decoder(num_key_value_heads=2),
-        "text",
-        note="qkv bias",
-    ),
-    Arch(
-        "qwen3-cls",
-        "decoder",
-        "Qwen3ForSequenceClassification",
-        "Qwen3Config",
-        _decoder(num_key_value_heads=2, head_dim=8),
-        "text",
-        note="q/k RMSNorm per head",
-    ),
-    Arch(
-        "phi-cls",
-        "decoder",
-        "PhiForSequenceClassification",
-        "PhiConfig",
-        _decoder(
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "partial_rotary_factor": 0.5,
-            }
-        ),
-        "text",
-        note="partial rotary, parallel attn+MLP",
-    ),
-    Arch(
-        "phi3-cls",
-        "decoder",
-        "Phi3ForSequenceClassification",
-        "Phi3Config",
-        _decoder(num_key_value_heads=2),
-        "text",
-        note="fused qkv and gate_up",
-    ),
-    Arch(
-        "gemma-cls",
-        "decoder",
-        "GemmaForSequenceClassification",
-        "GemmaConfig",
-        _decoder(num_key_value_heads=1, head_dim=8),
-        "text",
-        note="multi-query, (1 + w) RMSNorm, scaled embedding",
-    ),
-    Arch(
-        "gemma2-cls",
-        "decoder",
-        "Gemma2ForSequenceClassification",
-        "Gemma2Config",
-        _decoder(num_key_value_heads=2, head_dim=8, sliding_window=4),
-        "text",
-        note="logit soft-capping, sandwich norms",
-    ),
-    Arch(
-        "stablelm-cls",
-        "decoder",
-        "StableLmForSequenceClassification",
-        "StableLmConfig",
-        _decoder(num_key_value_heads=4),
-        "text",
-        note="partial rotary, LayerNorm",
-    ),
-    Arch(
-        "olmo2-cls",
-        "decoder",
-        "Olmo2ForSequenceClassification",
-        "Olmo2Config",
-        _decoder(num_key_value_heads=2),
-        "text",
-        note="q/k RMSNorm over all heads",
-    ),
-    Arch(
-        "mpt-cls",
-        "decoder",
-        "MptForSequenceClassification",
-        "MptConfig",
-        dict(
-            vocab_size=VOCAB,
-            d_model=HIDDEN,
-            n_heads=HEADS,
-            n_layers=LAYERS,
-            expansion_ratio=2,
-            max_seq_len=64,
-            num_labels=LABELS,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-        ),
-        "text",
-        note="alibi, no biases",
-    ),
-    Arch(
-        "codegen-lm",
-        "decoder",
-        "CodeGenForCausalLM",
-        "CodeGenConfig",
-        dict(
-            vocab_size=VOCAB,
-            n_embd=HIDDEN,
-            n_layer=LAYERS,
-            n_head=HEADS,
-            rotary_dim=4,
-            n_inner=INTER,
-            n_positions=64,
-            n_ctx=64,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-            tie_word_embeddings=False,
-        ),
-        "text",
-        note="fused qkv in mp_num blocks, partial rotary",
-    ),
-    # ---- encoder-decoders
-    Arch(
-        "t5-lm",
-        "enc-dec",
-        "T5ForConditionalGeneration",
-        "T5Config",
-        dict(
-            vocab_size=VOCAB,
-            d_model=HIDDEN,
-            d_kv=8,
-            d_ff=INTER,
-            num_layers=1,
-            num_decoder_layers=1,
-            num_heads=HEADS,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=16,
-            pad_token_id=0,
-            eos_token_id=2,
-            decoder_start_token_id=0,
-            use_cache=False,
-            tie_word_embeddings=False,
-        ),
-        "seq2seq",
-        note="relative position buckets, RMSNorm",
-    ),
-    Arch(
-        "t5-encoder",
-        "enc-dec",
-        "T5EncoderModel",
-        "T5Config",
-        dict(
-            vocab_size=VOCAB,
-            d_model=HIDDEN,
-            d_kv=8,
-            d_ff=INTER,
-            num_layers=LAYERS,
-            num_heads=HEADS,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=16,
-            pad_token_id=0,
-            eos_token_id=2,
-            use_cache=False,
-        ),
-        "text",
-        note="base encoder",
-    ),
-    Arch(
-        "bart-lm",
-        "enc-dec",
-        "BartForConditionalGeneration",
-        "BartConfig",
-        dict(_SEQ2SEQ),
-        "seq2seq",
-        note="tied LM head, final_logits_bias",
-    ),
-    Arch(
-        "pegasus-lm",
-        "enc-dec",
-        "PegasusForConditionalGeneration",
-        "PegasusConfig",
-        dict(_SEQ2SEQ),
-        "seq2seq",
-        note="sinusoidal positions, pre-norm",
-    ),
-    Arch(
-        "marian-mt",
-        "enc-dec",
-        "MarianMTModel",
-        "MarianConfig",
-        dict(_SEQ2SEQ, decoder_vocab_size=VOCAB),
-        "seq2seq",
-        note="sinusoidal positions",
-    ),
-    # ---- vision
-    Arch(
-        "vit-cls",
-        "vision",
-        "ViTForImageClassification",
-        "ViTConfig",
-        dict(
-            image_size=IMAGE,
-            patch_size=8,
-            hidden_size=HIDDEN,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            intermediate_size=INTER,
-            num_labels=LABELS,
-        ),
-        "image",
-    ),
-    Arch(
-        "vit-cls-sdpa",
-        "vision",
-        "ViTForImageClassification",
-        "ViTConfig",
-        dict(
-            image_size=IMAGE,
-            patch_size=8,
-            hidden_size=HIDDEN,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            intermediate_size=INTER,
-            num_labels=LABELS,
-        ),
-        "image",
-        attn="sdpa",
-        note="SDPA",
-    ),
-    Arch(
-        "deit-cls",
-        "vision",
-        "DeiTForImageClassification",
-        "DeiTConfig",
-        dict(
-            image_size=IMAGE,
-            patch_size=8,
-            hidden_size=HIDDEN,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            intermediate_size=INTER,
-            num_labels=LABELS,
-        ),
-        "image",
-    ),
-    Arch(
-        "beit-cls",
-        "vision",
-        "BeitForImageClassification",
-        "BeitConfig",
-        dict(
-            image_size=IMAGE,
-            patch_size=8,
-            hidden_size=HIDDEN,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            intermediate_size=INTER,
-            num_labels=LABELS,
-            use_relative_position_bias=True,
-            use_mean_pooling=True,
-            layer_scale_init_value=0.1,
-            vocab_size=VOCAB,
-        ),
-        "image",
-        note="relative position bias, layer scale, mean pool",
-    ),
-    Arch(
-        "dinov2-cls",
-        "vision",
-        "Dinov2ForImageClassification",
-        "Dinov2Config",
-        dict(
-            image_size=IMAGE,
-            patch_size=8,
-            hidden_size=HIDDEN,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            mlp_ratio=2,
-            num_labels=LABELS,
-        ),
-        "image",
-        note="layer scale, interpolated positions, cls+mean head",
-    ),
-    Arch(
-        "swin-cls",
-        "vision",
-        "SwinForImageClassification",
-        "SwinConfig",
-        dict(
-            image_size=IMAGE,
-            patch_size=2,
-            embed_dim=16,
-            depths=[2, 1],
-            num_heads=[2, 4],
-            window_size=4,
-            mlp_ratio=2.0,
-            num_labels=LABELS,
-        ),
-        "image",
-        note="shifted windows (roll), patch merging",
-    ),
-    Arch(
-        "convnext-cls",
-        "vision",
-        "ConvNextForImageClassification",
-        "ConvNextConfig",
-        dict(
-            num_channels=3,
-            patch_size=4,
-            num_stages=2,
-            hidden_sizes=[16, 32],
-            depths=[1, 1],
-            num_labels=LABELS,
-            image_size=IMAGE,
-        ),
-        "image",
-        attn=None,
-        note="depthwise conv, channels-last LayerNorm, layer scale",
-    ),
-    Arch(
-        "convnextv2-cls",
-        "vision",
-        "ConvNextV2ForImageClassification",
-        "ConvNextV2Config",
-        dict(
-            num_channels=3,
-            patch_size=4,
-            num_stages=2,
-            hidden_sizes=[16, 32],
-            depths=[1, 1],
-            num_labels=LABELS,
-            image_size=IMAGE,
-        ),
-        "image",
-        attn=None,
-        note="global response normalization",
-    ),
-    Arch(
-        "resnet-cls",
-        "vision",
-        "ResNetForImageClassification",
-        "ResNetConfig",
-        dict(
-            num_channels=3,
-            embedding_size=16,
-            hidden_sizes=[16, 32],
-            depths=[1, 1],
-            layer_type="bottleneck",
-            num_labels=LABELS,
-        ),
-        "image",
-        attn=None,
-        note="bottleneck, BatchNorm, projection shortcut",
-    ),
-    Arch(
-        "regnet-cls",
-        "vision",
-        "RegNetForImageClassification",
-        "RegNetConfig",
-        dict(
-            num_channels=3,
-            embedding_size=16,
-            hidden_sizes=[16, 32],
-            depths=[1, 1],
-            groups_width=8,
-            layer_type="y",
-            num_labels=LABELS,
-        ),
-        "image",
-        attn=None,
-        note="grouped conv, squeeze-excite",
-    ),
-    Arch(
-        "mobilenetv2-cls",
-        "vision",
-        "MobileNetV2ForImageClassification",
-        "MobileNetV2Config",
-        dict(num_channels=3, image_size=IMAGE, depth_multiplier=0.25, num_labels=LABELS),
-        "image",
-        attn=None,
-        note="inverted residual, depthwise, ReLU6, TF padding",
-    ),
-    Arch(
-        "efficientnet-cls",
-        "vision",
-        "EfficientNetForImageClassification",
-        "EfficientNetConfig",
-        dict(
-            num_channels=3,
-            image_size=IMAGE,
-            width_coefficient=0.25,
-            depth_coefficient=0.25,
-            hidden_dim=320,
-            num_labels=LABELS,
-        ),
-        "image",
-        attn=None,
-        note="MBConv, squeeze-excite, swish",
-    ),
-    Arch(
-        "poolformer-cls",
-        "vision",
-        "PoolFormerForImageClassification",
-        "PoolFormerConfig",
-        dict(num_channels=3, hidden_sizes=[16, 32, 32, 32], depths=[1, 1, 1, 1], num_labels=LABELS),
-        "image",
-        attn=None,
-        note="avg-pool token mixer, GroupNorm(1), layer scale",
-    ),
-    Arch(
-        "segformer-cls",
-        "vision",
-        "SegformerForImageClassification",
-        "SegformerConfig",
-        dict(
-            num_channels=3,
-            num_encoder_blocks=2,
-            depths=[1, 1],
-            sr_ratios=[2, 1],
-            hidden_sizes=[16, 32],
-            num_attention_heads=[1, 2],
-            mlp_ratios=[2, 2],
-            patch_sizes=[7, 3],
-            strides=[4, 2],
-            decoder_hidden_size=32,
-            num_labels=LABELS,
-        ),
-        "image",
-        attn=None,
-        note="spatial-reduction attention, Mix-FFN depthwise conv",
-    ),
-    # ---- audio
-    Arch(
-        "wav2vec2-cls",
-        "audio",
-        "Wav2Vec2ForSequenceClassification",
-        "Wav2Vec2Config",
-        _text(
-            conv_dim=(32, 32),
-            conv_stride=(5, 2),
-            conv_kernel=(10, 3),
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-            classifier_proj_size=16,
-            feat_extract_norm="group",
-            do_stable_layer_norm=False,
-        ),
-        "audio",
-        note="conv feature extractor, GroupNorm, weight-norm positional conv",
-    ),
-    Arch(
-        "hubert-cls",
-        "audio",
-        "HubertForSequenceClassification",
-        "HubertConfig",
-        _text(
-            conv_dim=(32, 32),
-            conv_stride=(5, 2),
-            conv_kernel=(10, 3),
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-            classifier_proj_size=16,
-            feat_extract_norm="group",
-            do_stable_layer_norm=False,
-        ),
-        "audio",
-        note="like wav2vec2",
-    ),
-    Arch(
-        "whisper-cls",
-        "audio",
-        "WhisperForAudioClassification",
-        "WhisperConfig",
-        dict(
-            vocab_size=VOCAB,
-            num_mel_bins=MELS,
-            encoder_layers=LAYERS,
-            decoder_layers=1,
-            encoder_attention_heads=HEADS,
-            decoder_attention_heads=HEADS,
-            encoder_ffn_dim=INTER,
-            decoder_ffn_dim=INTER,
-            d_model=HIDDEN,
-            max_source_positions=MEL_FRAMES // 2,
-            max_target_positions=16,
-            classifier_proj_size=16,
-            num_labels=LABELS,
-            use_cache=False,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            decoder_start_token_id=1,
-        ),
-        "whisper",
-        note="encoder: conv stem, sinusoidal positions",
-    ),
-    # ---- mixture of experts
-    Arch(
-        "mixtral-cls",
-        "moe",
-        "MixtralForSequenceClassification",
-        "MixtralConfig",
-        _decoder(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
-        "text",
-        note="top-2 of 4 experts, default grouped_mm experts",
-    ),
-    Arch(
-        "qwen2-moe-cls",
-        "moe",
-        "Qwen2MoeForSequenceClassification",
-        "Qwen2MoeConfig",
-        _decoder(
-            num_key_value_heads=2,
-            num_experts=4,
-            num_experts_per_tok=2,
-            moe_intermediate_size=32,
-            shared_expert_intermediate_size=64,
-            decoder_sparse_step=1,
-        ),
-        "text",
-        note="top-2 experts + gated shared expert, grouped_mm",
-    ),
-    Arch(
-        "mixtral-cls-bmm",
-        "moe",
-        "MixtralForSequenceClassification",
-        "MixtralConfig",
-        _decoder(
-            num_key_value_heads=2,
-            num_local_experts=4,
-            num_experts_per_tok=2,
-            experts_implementation="batched_mm",
-        ),
-        "text",
-        note="experts_implementation=batched_mm (index + bmm)",
-    ),
-    Arch(
-        "qwen2-moe-cls-bmm",
-        "moe",
-        "Qwen2MoeForSequenceClassification",
-        "Qwen2MoeConfig",
-        _decoder(
-            num_key_value_heads=2,
-            num_experts=4,
-            num_experts_per_tok=2,
-            moe_intermediate_size=32,
-            shared_expert_intermediate_size=64,
-            decoder_sparse_step=1,
-            experts_implementation="batched_mm",
-        ),
-        "text",
-        note="experts_implementation=batched_mm",
-    ),
-    # ---- state space
-    Arch(
-        "mamba-lm",
-        "ssm",
-        "MambaForCausalLM",
-        "MambaConfig",
-        dict(
-            vocab_size=VOCAB,
-            hidden_size=HIDDEN,
-            state_size=8,
-            num_hidden_layers=LAYERS,
-            expand=2,
-            conv_kernel=4,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-            tie_word_embeddings=False,
-        ),
-        "text",
-        attn=None,
-        note="selective scan (slow path on CPU)",
-    ),
-    Arch(
-        "mamba2-lm",
-        "ssm",
-        "Mamba2ForCausalLM",
-        "Mamba2Config",
-        dict(
-            vocab_size=VOCAB,
-            hidden_size=HIDDEN,
-            state_size=8,
-            num_hidden_layers=LAYERS,
-            num_heads=8,
-            head_dim=8,
-            n_groups=1,
-            expand=2,
-            conv_kernel=4,
-            chunk_size=4,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-            use_cache=False,
-            tie_word_embeddings=False,
-        ),
-        "text",
-        attn=None,
-        note="chunked SSD scan",
-    ),
-]
+TOL = 1e-4  # function kept when max |diff| / output scale <= TOL
+PER_ARCH_TIMEOUT = 120  # seconds; a hung export is reported, the run goes on
 
 ARCH_BY_NAME = {a.name: a for a in ARCHS}
 
@@ -1057,7 +91,7 @@ def config_of(arch: Arch, **overrides):
     """
     import transformers
 
-    kwargs = dict(arch.config)
+    kwargs = {k: _sub_config(v) for k, v in arch.config.items()}
     if arch.attn is not None:
         kwargs["attn_implementation"] = arch.attn
     kwargs.update(overrides)
@@ -1069,6 +103,13 @@ def config_of(arch: Arch, **overrides):
 
 def build(arch: Arch, seed: int = 0) -> nn.Module:
     """The model, randomly initialized from its tiny config, in eval mode."""
+    if arch.source == "convnets":
+        from benchmarks.convnets import CONVNETS
+
+        torch.manual_seed(seed)
+        model = CONVNETS[arch.model_cls](**arch.config)
+        jitter(model, seed)
+        return model.eval()
     import transformers
 
     config = config_of(arch)
@@ -1076,6 +117,15 @@ def build(arch: Arch, seed: int = 0) -> nn.Module:
     model = getattr(transformers, arch.model_cls)(config)
     jitter(model, seed)
     return model.eval()
+
+
+def _sub_config(value):
+    """A nested config given as ("ConfigClass", {kwargs}) (a detector's backbone), built."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+        import transformers
+
+        return getattr(transformers, value[0])(**value[1])
+    return value
 
 
 def jitter(model: nn.Module, seed: int = 0, scale: float = 0.02) -> None:
@@ -1099,22 +149,45 @@ def jitter(model: nn.Module, seed: int = 0, scale: float = 0.02) -> None:
                 b.mul_(1 + 0.5 * torch.rand(b.shape, generator=g, dtype=b.dtype))
 
 
+def _ids(g: torch.Generator, batch: int, length: int = SEQ) -> torch.Tensor:
+    return torch.randint(3, VOCAB, (batch, length), generator=g)
+
+
+def _text_inputs(g, batch):
+    return {"input_ids": _ids(g, batch), "attention_mask": torch.ones(batch, SEQ, dtype=torch.long)}
+
+
+def _seq2seq_inputs(g, batch):
+    return {**_text_inputs(g, batch), "decoder_input_ids": _ids(g, batch, DEC_SEQ)}
+
+
+# Input kind -> inputs(generator, batch): keyword tensors of fixed shapes.
+INPUTS = {
+    "text": _text_inputs,
+    "seq2seq": _seq2seq_inputs,
+    "ids": lambda g, b: {"input_ids": _ids(g, b)},  # models without an attention mask argument
+    "image": lambda g, b: {"pixel_values": torch.randn(b, 3, IMAGE, IMAGE, generator=g)},
+    "image64": lambda g, b: {"pixel_values": torch.randn(b, 3, 64, 64, generator=g)},
+    "tensor": lambda g, b: {"x": torch.randn(b, 3, IMAGE, IMAGE, generator=g)},  # convnets
+    "audio": lambda g, b: {"input_values": torch.randn(b, AUDIO, generator=g)},
+    "whisper": lambda g, b: {"input_features": torch.randn(b, MELS, MEL_FRAMES, generator=g)},
+    # (batch, frames, mel bins): the Audio Spectrogram Transformer
+    "spectrogram": lambda g, b: {"input_values": torch.randn(b, MEL_FRAMES, MELS, generator=g)},
+    # (batch, frames, features) and decoder ids: Speech2Text
+    "speech2text": lambda g, b: {
+        "input_features": torch.randn(b, MEL_FRAMES, MELS, generator=g),
+        "decoder_input_ids": _ids(g, b, DEC_SEQ),
+    },
+    # (batch, context length, channels): PatchTST / PatchTSMixer
+    "series": lambda g, b: {"past_values": torch.randn(b, SERIES, SERIES_CHANNELS, generator=g)},
+}
+
+
 def make_inputs(arch: Arch, seed: int, batch: int = BATCH) -> dict:
     """Keyword inputs for `arch`; every seed gives inputs of the same shapes."""
-    g = torch.Generator().manual_seed(seed)
-    if arch.inputs in ("text", "seq2seq"):
-        ids = torch.randint(3, VOCAB, (batch, SEQ), generator=g)
-        out = {"input_ids": ids, "attention_mask": torch.ones(batch, SEQ, dtype=torch.long)}
-        if arch.inputs == "seq2seq":
-            out["decoder_input_ids"] = torch.randint(3, VOCAB, (batch, DEC_SEQ), generator=g)
-        return out
-    if arch.inputs == "image":
-        return {"pixel_values": torch.randn(batch, 3, IMAGE, IMAGE, generator=g)}
-    if arch.inputs == "audio":
-        return {"input_values": torch.randn(batch, AUDIO, generator=g)}
-    if arch.inputs == "whisper":
-        return {"input_features": torch.randn(batch, MELS, MEL_FRAMES, generator=g)}
-    raise ValueError(f"unknown input kind {arch.inputs!r}")
+    if arch.inputs not in INPUTS:
+        raise ValueError(f"unknown input kind {arch.inputs!r}")
+    return INPUTS[arch.inputs](torch.Generator().manual_seed(seed), batch)
 
 
 # ------------------------------------------------------------------------- measuring
@@ -1123,6 +196,27 @@ _UNRULED_REASON = re.compile(
     r"^(?:no rule for (aten\.[\w.]+)|rule for (aten\.[\w.]+) (?:failed|gave wrong)"
     r"|(aten\.[\w.]+) with these arguments)"
 )
+
+
+_LOCATION = re.compile(r"\s*\([^()]*\bat [^()]*:\d+[^()]*\)|\s+at \S+:\d+")
+
+
+def short_reason(reason: str) -> str:
+    """A frozen reason without node names and source lines, so that it aggregates:
+    `strided slice (slice_4 at m.py:454)` -> `strided slice`."""
+    text = _LOCATION.sub("", reason).strip()
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def frozen_reasons(groups) -> dict[str, int]:
+    """Hidden units frozen per short reason (groups of more than one unit that are not the
+    model's input or output axes), most units first."""
+    out: dict[str, int] = {}
+    for g in groups:
+        if g.frozen and g.hidden:
+            key = short_reason(g.reason or "frozen")
+            out[key] = out.get(key, 0) + g.units
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def unruled_op_of(reason: str | None) -> str | None:
@@ -1156,6 +250,7 @@ class Result:
     unruled_frozen: dict[str, int] = field(default_factory=dict)  # op -> hidden groups frozen
     unruled: dict[str, int] = field(default_factory=dict)  # op -> occurrences in the graph
     unruled_sites: list[str] = field(default_factory=list)  # "op at source xN"
+    frozen_by: dict[str, int] = field(default_factory=dict)  # short reason -> hidden units
     trace_s: float = 0.0
     infer_s: float = 0.0
     verify_s: float = 0.0
@@ -1260,6 +355,7 @@ def measure(arch: Arch, *, seed: int = 0, timeout: int = PER_ARCH_TIMEOUT) -> Re
                 if analysis.param_count_total
                 else 0.0
             )
+            res.frozen_by = frozen_reasons(groups)
             res.selfcheck_frozen = [
                 g.name
                 for g in hidden
@@ -1315,11 +411,11 @@ def results_table(results: list[Result]) -> str:
     head = (
         "| architecture | model class | status | traced | groups | free | permutable units "
         "| param tensors changed | function kept (max rel diff) | self-check frozen "
-        "| ops without rules | time s |"
+        "| ops without rules | frozen hidden units: why | time s |"
     )
     lines = [
         head,
-        "|" + "|".join(["---"] * 3 + ["---"] + ["---:"] * 5 + ["---:", "---", "---:"]) + "|",
+        "|" + "|".join(["---"] * 3 + ["---"] + ["---:"] * 5 + ["---:", "---", "---", "---:"]) + "|",
     ]
     for r in results:
         if r.traced:
@@ -1350,9 +446,66 @@ def results_table(results: list[Result]) -> str:
             f"| {r.name} | {r.model_cls} | {r.status} | {traced} "
             f"| {r.groups if r.traced else '—'} | {r.free_groups if r.traced else '—'} "
             f"| {_pct(r.permutable_share) if r.traced else '—'} | {changed} | {kept} | {sc} "
-            f"| {_cell(ops)} | {r.total_s:.1f} |"
+            f"| {_cell(ops)} | {_cell(why_frozen(r)) or '—'} | {r.total_s:.1f} |"
         )
     return "\n".join(lines)
+
+
+def why_frozen(r: Result, top: int = 3) -> str:
+    """The main reasons hidden units stay in place, with the units each freezes."""
+    items = list(r.frozen_by.items())
+    text = "; ".join(f"{why} ({n})" for why, n in items[:top])
+    return text + (f"; {len(items) - top} more" if len(items) > top else "")
+
+
+README_SHARE = 0.9  # rows below this share of permutable hidden units say why in README
+
+
+def readme_table(results: list[Result]) -> str:
+    """The README's table: status, share of permutable hidden units, ops without rules, and
+    for rows under README_SHARE what freezes the rest."""
+    lines = [
+        (
+            "| architecture | family | status | permutable hidden units | ops without rules "
+            "| under 90%: what freezes the rest |"
+        ),
+        "|---|---|---|---:|---|---|",
+    ]
+    for r in results:
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(r.unruled.items())) or "—"
+        share = _pct(r.permutable_share) if r.traced else "—"
+        why = why_frozen(r) if r.traced and r.permutable_share < README_SHARE else ""
+        if not r.traced or not r.function_kept:
+            why = _cell(r.error[:100])
+        lines.append(
+            f"| {r.name} ({r.model_cls}) | {r.family} | {r.status} | {share} | {_cell(ops)} "
+            f"| {_cell(why) or '—'} |"
+        )
+    return "\n".join(lines)
+
+
+README_BEGIN, README_END = "<!-- coverage table: begin -->", "<!-- coverage table: end -->"
+
+
+def write_readme_table(path: str, results: list[Result], command: str) -> None:
+    """Replace the text between README_BEGIN and README_END in the file at `path` with the
+    command, the summary line and `readme_table`; raises ValueError when a marker is missing."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, sep, rest = text.partition(README_BEGIN)
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        raise ValueError(f"{path}: no {README_BEGIN} ... {README_END} block to rewrite")
+    import transformers
+
+    kept = [r.max_rel_diff for r in results if r.function_kept and r.max_rel_diff is not None]
+    block = (
+        f"`{command}` ({datetime.date.today()}, transformers {transformers.__version__}): "
+        f"{summary_line(results)}; the function is kept on {len(kept)} (max relative difference "
+        f"{max(kept, default=0.0):.1e}).\n\n{readme_table(results)}\n"
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{README_BEGIN}\n{block}{README_END}{tail}")
 
 
 def unruled_summary(results: list[Result]) -> list[dict]:
@@ -1455,9 +608,12 @@ def markdown(results: list[Result], command: str, wall: float) -> str:
         f"Wall time: {wall:.0f} s",
         "",
         (
-            "Tiny random-init configs (hidden 16-64, 1-2 layers, 4 heads, vocab 128, 32 px images). "
+            "Tiny random-init configs (hidden 16-64, 1-2 layers, 4 heads, vocab 128, 32 px images), "
+            "and the conv nets of benchmarks/convnets.py. "
             "*permutable units*: share of hidden units (groups of size > 1) that may be permuted "
-            "(`Analysis.permutable_share`); *param tensors changed*: share of parameter tensors that a "
+            "(`Analysis.permutable_share`); *frozen hidden units: why*: the reasons the other hidden "
+            "units stay in place, with how many each freezes; *param tensors changed*: share of "
+            "parameter tensors that a "
             "shuffle changed; *function kept*: max |diff| / output scale on two other inputs of the "
             f"same shape, kept when <= {TOL:g}. Status: ✓ traced, kept, no hidden group frozen by an "
             "op without a rule or by the self-check; partial: traced and kept but some such group "
@@ -1495,6 +651,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--list", action="store_true", help="print the architecture names")
     parser.add_argument(
+        "--readme",
+        help="rewrite the summary line and table between the coverage markers of this file",
+    )
+    parser.add_argument(
         "--timeout", type=int, default=PER_ARCH_TIMEOUT, help="seconds per architecture (0: none)"
     )
     args = parser.parse_args(argv)
@@ -1526,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     wall = time.perf_counter() - start
+    if args.readme:
+        write_readme_table(args.readme, results, command)
     if args.markdown:
         print(markdown(results, command, wall))
     else:

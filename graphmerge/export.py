@@ -6,7 +6,7 @@ Weights and the model's outputs on the example must be finite. The torch.export-
 (`torch.onnx.export(..., dynamo=True)`) writes a single file (`external_data=False`) whose outputs
 carry the model's names (`logits`, `last_hidden_state`; `output_0`, ... for tuples) and whose
 inputs have a dynamic `batch` axis, plus a dynamic `sequence` axis (axis 1) for text models
-(integer token-id inputs). onnxruntime then runs it on the example and on inputs of other
+(integer token-id inputs; `decoder_sequence` for an encoder-decoder's decoder ids). onnxruntime then runs it on the example and on inputs of other
 sizes, and every output must match torch within tolerance. The file is written to a temporary
 name beside the target, with the umask's mode, and renamed only once it passed. What the
 exporter logs on the way (skipped torchvision ops, constant-folding attempts) is not shown.
@@ -27,7 +27,14 @@ from torch.utils._pytree import GetAttrKey, MappingKey, SequenceKey, tree_flatte
 
 from graphmerge.errors import GraphMergeError, InputError
 from graphmerge.loading import staged_outputs
-from graphmerge.trace import Inputs, eval_mode, normalize_inputs, without_kv_cache
+from graphmerge.trace import (
+    Inputs,
+    dynamic_axes,
+    eval_mode,
+    normalize_inputs,
+    sequence_axes,
+    without_kv_cache,
+)
 
 __all__ = ["ExportError", "export_onnx", "onnx_output_names"]
 
@@ -72,48 +79,32 @@ def _key_text(key) -> str:
     return str(key)
 
 
-def _sequence_length(args: tuple, kwargs: dict) -> int | None:
-    """Axis 1's size when the model takes integer token ids (a text model), else None."""
-    for v in (*args, *kwargs.values()):
-        if isinstance(v, torch.Tensor) and v.dim() >= 2 and not v.is_floating_point():
-            return v.shape[1]
-    return None
-
-
-def _axes(v, seq: int | None) -> dict[int, str] | None:
-    if not isinstance(v, torch.Tensor) or v.dim() == 0:
-        return None
-    axes = {0: "batch"}
-    if seq is not None and v.dim() >= 2 and v.shape[1] == seq:
-        axes[1] = "sequence"
-    return axes
-
-
 def _dynamic_shapes(args: tuple, kwargs: dict, sequence: bool):
     """Axis 0 of every tensor input is `batch`; for text models axis 1 is `sequence`."""
-    if kwargs and args:
+    shapes = dynamic_axes(args, kwargs, sequence)
+    if shapes is None:
         raise ExportError("a dynamic batch needs inputs either all positional or all keyword")
-    seq = _sequence_length(args, kwargs) if sequence else None
-    if kwargs:
-        return {k: _axes(v, seq) for k, v in kwargs.items()}
-    return tuple(_axes(a, seq) for a in args)
+    return shapes
 
 
 def _resize(inputs: tuple[tuple, dict], sequence: bool) -> tuple[tuple, dict]:
-    """The same inputs with one more row (the first repeated) and, for text models on a
-    dynamic sequence axis, one token fewer (one more when there is only one)."""
+    """The same inputs with one more row (the first repeated) and, when `sequence`, one token
+    fewer on every sequence axis of `dynamic_axes` (one more where there is only one)."""
     args, kwargs = inputs
-    seq = _sequence_length(args, kwargs) if sequence else None
+    spec = dynamic_axes(args, kwargs, sequence) or ()
+    specs = spec.values() if isinstance(spec, dict) else spec
 
-    def resize(v):
-        if not isinstance(v, torch.Tensor) or v.dim() == 0:
+    def resize(v, axes):
+        if not axes:
             return v
         v = torch.cat([v, v[:1]], dim=0)
-        if seq is not None and v.dim() >= 2 and v.shape[1] == seq:
-            v = v[:, :-1] if seq > 1 else torch.cat([v, v], dim=1)
+        if 1 in axes:
+            v = v[:, :-1] if v.shape[1] > 1 else torch.cat([v, v], dim=1)
         return v
 
-    return tuple(resize(a) for a in args), {k: resize(v) for k, v in kwargs.items()}
+    if kwargs:
+        return args, {k: resize(v, ax) for (k, v), ax in zip(kwargs.items(), specs, strict=True)}
+    return tuple(resize(a, ax) for a, ax in zip(args, specs, strict=True)), kwargs
 
 
 def _check_finite(model: nn.Module, reference: list[torch.Tensor], names: list[str]) -> None:
@@ -195,7 +186,7 @@ def _export_any(model: nn.Module, args: tuple, kwargs: dict, names: list[str], d
     """Export with the most dynamic axes that work: (program, kind, why the first try failed)."""
     if not dynamic:
         tries = ["static"]
-    elif _sequence_length(args, kwargs) is not None:
+    elif sequence_axes(args, kwargs):
         tries = ["sequence", "batch", "static"]
     else:
         tries = ["batch", "static"]

@@ -371,6 +371,8 @@ class SpaceStore:
         total = self.size(lay)
         if hi <= lo:
             return EMPTY
+        if lo < 0 or hi > total:  # a rule's bug: the rule fails and its spaces are frozen
+            raise ValueError(f"cut [{lo}:{hi}] outside an axis of {total}")
         if lo == 0 and hi == total:
             return lay
         lay = self.expand(lay)

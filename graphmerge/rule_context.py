@@ -19,7 +19,7 @@ from torch import fx
 
 from graphmerge.layout import Alt, Blk, Layout, SpaceStore
 from graphmerge.program import AXES, PARAM_AXES, Program, Site
-from graphmerge.rules import INDEXED, rule_for
+from graphmerge.rules import INDEXED, elementwise, rule_for
 
 __all__ = [
     "NoLayout",
@@ -233,6 +233,23 @@ class RuleContext:
         self.program.sites.append(
             Site(at, arg, dim, lays[dim], module_path(self.node), "consumer-input")
         )
+
+    def consume(self, node: fx.Node, dim: int) -> None:
+        """Axis `dim` of the weight tensor `node` is read as an input axis (a recurrent layer's
+        columns): a parameter axis becomes a consumer ("in" role). Unlike `contract_node`, a
+        computed weight is not a capture site (its rows are not samples of activations)."""
+        prov = node.meta.get(PARAM_AXES)
+        dim = dim + len(prov) if prov is not None and dim < 0 else dim
+        if prov is not None and prov[dim] is not None:
+            self.program.param_roles.setdefault(prov[dim], set()).add("in")
+
+    def is_uniform(self, node) -> bool:
+        """Whether `node` is made by a constant fill (`zeros`, `full`, ...): its values are the
+        same along every axis, so it constrains no permutation."""
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return False
+        rule = rule_for(node.target)
+        return rule is not None and rule.fn is elementwise.uniform_new
 
     def block_dims(self) -> list[int]:
         """Output axes of this reshape that are only ever indexed by constants downstream."""

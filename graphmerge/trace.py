@@ -21,8 +21,10 @@ __all__ = [
     "Traced",
     "call_model",
     "check_batch",
+    "dynamic_axes",
     "eval_mode",
     "normalize_inputs",
+    "sequence_axes",
     "trace",
     "without_kv_cache",
 ]
@@ -156,21 +158,66 @@ def _what_to_do(exc: BaseException) -> str:
     )
 
 
-def _batch_dims(args: tuple, kwargs: dict):
-    def spec(v):
-        return {0: torch.export.Dim.AUTO} if isinstance(v, torch.Tensor) and v.dim() else None
+def sequence_axes(args: tuple, kwargs: dict) -> dict[int, str]:
+    """A text model's sequence lengths, each with its axis name: axis 1 of every integer input
+    of rank >= 2 (token ids, masks) is a sequence. The first length is `sequence`; another one
+    (an encoder-decoder's decoder ids) is named after its input (`decoder_input_ids` ->
+    `decoder_sequence`), or `sequence_<k>`. Empty for models without token ids."""
+    named = [*enumerate(args), *kwargs.items()]
+    out: dict[int, str] = {}
+    for key, v in named:
+        if not isinstance(v, torch.Tensor) or v.dim() < 2 or v.is_floating_point():
+            continue
+        if v.shape[1] in out:
+            continue
+        prefix = str(key).removesuffix("input_ids") if isinstance(key, str) else ""
+        if not out:
+            out[v.shape[1]] = "sequence"
+        elif prefix and prefix != key:
+            out[v.shape[1]] = f"{prefix}sequence"
+        else:
+            out[v.shape[1]] = f"sequence_{len(out)}"
+    return out
 
+
+def dynamic_axes(args: tuple, kwargs: dict, sequence: bool):
+    """The symbolic axes of each input: `{0: "batch"}` for every tensor and, when `sequence`,
+    `{1: name}` for every input whose axis 1 has one of `sequence_axes`'s lengths (the ids,
+    the attention mask). Returns a tuple (positional inputs) or dict (keyword inputs) of those
+    dicts (None for non-tensors), or None when the inputs mix both kinds."""
     if kwargs and args:
         return None
+    lengths = sequence_axes(args, kwargs) if sequence else {}
+
+    def axes(v) -> dict[int, str] | None:
+        if not isinstance(v, torch.Tensor) or v.dim() == 0:
+            return None
+        out = {0: "batch"}
+        if v.dim() >= 2 and v.shape[1] in lengths:
+            out[1] = lengths[v.shape[1]]
+        return out
+
     if kwargs:
-        return {k: spec(v) for k, v in kwargs.items()}
-    return tuple(spec(a) for a in args)
+        return {k: axes(v) for k, v in kwargs.items()}
+    return tuple(axes(a) for a in args)
 
 
-def trace(model: nn.Module, example_inputs: Inputs, dynamic_batch: bool = False) -> Traced:
+def _auto(spec):
+    """`dynamic_axes`'s names as torch.export's automatic dynamic dimensions."""
+    return None if spec is None else {axis: torch.export.Dim.AUTO for axis in spec}
+
+
+def trace(
+    model: nn.Module,
+    example_inputs: Inputs,
+    dynamic_batch: bool = False,
+    dynamic_sequence: bool = False,
+) -> Traced:
     """Export `model` in eval mode on `example_inputs`; the model is left as it was.
 
-    dynamic_batch: let axis 0 of the inputs stay symbolic (for modules built from the graph).
+    dynamic_batch: let axis 0 of the inputs stay symbolic (for modules built from the graph);
+    dynamic_sequence: with it, axis 1 of token-id inputs and of the inputs of their length too
+    (`dynamic_axes`). A model that fixes such a size anyway keeps it (torch.export's Dim.AUTO).
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"expected an nn.Module, got {type(model).__name__}")
@@ -179,7 +226,13 @@ def trace(model: nn.Module, example_inputs: Inputs, dynamic_batch: bool = False)
     with eval_mode(model), without_kv_cache(model):
         _check_inputs(model, args, kwargs)
         try:
-            dims = _batch_dims(args, kwargs) if dynamic_batch else None
+            dims = None
+            if dynamic_batch and (spec := dynamic_axes(args, kwargs, dynamic_sequence)):
+                dims = (
+                    {k: _auto(v) for k, v in spec.items()}
+                    if isinstance(spec, dict)
+                    else tuple(_auto(v) for v in spec)
+                )
             program = torch.export.export(model, args, kwargs, dynamic_shapes=dims, strict=False)
         except Exception as exc:
             raise TraceError(

@@ -28,7 +28,7 @@ from graphmerge.rule_context import (
     qualified_name,
     source_location,
 )
-from graphmerge.rules import rule_for
+from graphmerge.rules import frozen_reason, rule_for
 
 __all__ = ["annotate_axes"]
 
@@ -214,7 +214,10 @@ def _annotate_call(program: Program, node: fx.Node) -> None:
     where = source_location(node)
     if rule is None:
         program.unruled[(qual, where)] += 1
-        _freeze_unknown(program, node, f"no rule for {qual} at {where}")
+        reason = frozen_reason(qual)
+        _freeze_unknown(
+            program, node, f"no rule for {qual} at {where}" + (f": {reason}" if reason else "")
+        )
         return
     args, names = normalized_args(node)
     cx = RuleContext(program, node, args, names, rule.structural)

@@ -18,7 +18,7 @@ import math
 
 import networkx as nx
 
-from graphmerge.layout import POSITIONAL, Cat, Layout, Leaf, Prod
+from graphmerge.layout import POSITIONAL, Alt, Cat, Layout, Leaf, Prod
 from graphmerge.program import AXES, GroupSpace, Program
 from graphmerge.records import CaptureSite, Member, PermutationGroup, Structure
 
@@ -147,9 +147,18 @@ def _capture(program: Program, space: int) -> CaptureSite | None:
         if node.op != "call_function" or meta is None or meta.dims is None:
             continue
         for d, lay in enumerate(meta.dims):
-            if space in store.leaves(lay):
+            if _carries(store, lay, space):
                 return CaptureSite(node.name, -1, d, "output", "")
     return None
+
+
+def _carries(store, lay: Layout, space: int) -> bool:
+    """Whether every position of an axis's stack carries `space`: an `Alt` axis (one slice per
+    layer of a recurrent state, q|k|v stacked) carries it only if all its options do, otherwise
+    the other slices would be read as samples of this space."""
+    if isinstance(lay, Alt):
+        return all(space in store.leaves(o) for o in lay.options)
+    return space in store.leaves(lay)
 
 
 def _first_use(program: Program) -> dict[str, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from graphmerge.assignment import axis_targets
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
 from graphmerge.program import AXES, Program
+from graphmerge.trace import normalize_inputs, sequence_axes, trace
 
 __all__ = ["build_partial", "stop_points", "trunk_nodes"]
 
@@ -146,29 +148,29 @@ def _correspond(static: fx.Graph, dynamic: fx.Graph) -> dict | None:
 
 
 def _symbolic_graph(program: Program):
-    """The model traced again with a symbolic batch axis, and its node correspondence."""
-    import warnings
-
-    from graphmerge.trace import trace
-
-    try:
-        dyn = trace(program.model, program.example_inputs, dynamic_batch=True)
-    except Exception as exc:  # noqa: BLE001 (keep the static graph: the module then has a fixed batch size)
-        warnings.warn(
-            f"partial merge: no symbolic-batch trace ({exc}); the module keeps the "
-            "calibration batch size",
-            stacklevel=3,
-        )
-        return None
-    mapping = _correspond(program.traced.graph, dyn.graph)
-    if mapping is None:
-        warnings.warn(
-            "partial merge: the symbolic-batch graph differs from the analysed one; "
-            "the module keeps the calibration batch size",
-            stacklevel=3,
-        )
-        return None
-    return dyn, mapping
+    """The model traced again with a symbolic batch axis (and, for text models, a symbolic
+    sequence axis), and its node correspondence; None (with a warning) when neither works."""
+    sequence = bool(sequence_axes(*normalize_inputs(program.example_inputs)))
+    why = ""
+    for dynamic_sequence in (True, False) if sequence else (False,):
+        try:
+            dyn = trace(
+                program.model,
+                program.example_inputs,
+                dynamic_batch=True,
+                dynamic_sequence=dynamic_sequence,
+            )
+        except Exception as exc:  # noqa: BLE001 (try a less symbolic trace, then keep the static one)
+            why = why or f"no symbolic-batch trace ({exc})"
+            continue
+        mapping = _correspond(program.traced.graph, dyn.graph)
+        if mapping is not None:
+            return dyn, mapping
+        why = why or "the symbolic-batch graph differs from the analysed one"
+    warnings.warn(
+        f"partial merge: {why}; the module keeps the calibration input sizes", stacklevel=3
+    )
+    return None
 
 
 def build_partial(

@@ -14,13 +14,18 @@ Families, mixed at random:
     squeeze-excite gates, max/avg pooling, channel GLU, layer scale, ConvNeXt-style channels-last
     LayerNorm and pointwise Linear; then global mean pool or flatten;
   * token nets (B, T, D): linear, attention (manual or SDPA; separate, fused (through permute or
-    movedim) or split qkv; grouped-query with repeat_interleave or expand+reshape; value head
+    movedim, or inside the heads: (B, T, H, 3, D)) or split qkv; grouped-query with repeat_interleave or expand+reshape; value head
     dim != key head dim; cross-attention over another token node), LayerNorm, RMSNorm, layer
     scale, residuals; then mean / sum over tokens or first token.
 Vector and token nets also draw feature-axis softmax / log-softmax and other reductions along the
-features or the batch (equivariant), cumsum / flip (not equivariant: must be frozen), view round
-trips (movedim, transpose, flatten / unflatten, ...), slices, per-feature buffers, a clamp to a
-learned per-feature bound, a Linear applied twice, and a Linear used with its transposed weight.
+features or the batch (equivariant), cumsum / flip / diff / scatter over the features (not
+equivariant: must be frozen), view round trips (movedim, transpose, flatten / unflatten, view_as,
+in-place views, tile, diagonal, glu, ...), an FFT over the batch, a masked fill by index_put,
+slices, per-feature buffers, a clamp to a learned per-feature bound, a Linear applied twice, and a
+Linear used with its transposed weight. Token nets draw recurrent layers (nn.LSTM / GRU / RNN (tanh or relu):
+1-2 layers, uni- or bidirectional, batch_first or not, with or without biases, LSTM proj_size,
+reading the output or adding the final state); vector nets draw recurrent cells (two steps, the
+second from the first's state; the Elman cell with tanh or relu).
 Conv and token trunks may be followed by a short vector tail. Every net ends with a Linear head to
 `N_OUT` outputs so that all hidden units are internal (model inputs and outputs are frozen spaces).
 """
@@ -35,7 +40,17 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import nn
 
-__all__ = ["N_OUT", "RandomNet", "architectures", "build", "init_weights", "repro_source", "specs"]
+__all__ = [
+    "FEATURE_FNS",
+    "N_OUT",
+    "SHAPE_FNS",
+    "RandomNet",
+    "architectures",
+    "build",
+    "init_weights",
+    "repro_source",
+    "specs",
+]
 
 N_OUT = 3
 MAX_WIDTH = 48
@@ -66,6 +81,23 @@ FEATURE_FNS = {
     "unsqueeze": "{0}.unsqueeze(-2).squeeze(-2)",
     "flatten": "{0}.flatten(0, -2).unflatten(0, {0}.shape[:-1])",
 }
+# The shape / view ops and others added for the core ATen opset: a separate op ("shapefn") so that
+# the generator draws them as often as the feature functions above.
+SHAPE_FNS = {
+    "view_as": "{0}.reshape(-1).view_as({0}) + {0}.flatten().reshape_as({0})",
+    "inplace_views": "{0}.clone().unsqueeze_(0).transpose_(0, -1).transpose_(0, -1).squeeze_(0)",
+    "tile": "{0}.tile((2,)).unflatten(-1, (2, {0}.shape[-1])).sum(-2)",
+    "diagonal": "torch.diagonal({0}[..., :, None] * {0}[..., None, :], dim1=-2, dim2=-1)",
+    "glu_twice": "F.glu(torch.cat([{0}, torch.tanh({0})], -1), -1)",
+    "logsigmoid": "F.logsigmoid({0}) + torch.log2(1 + {0}.abs())",
+    "index_put_mask": "{0}.index_put(({0} < -1.5,), torch.tensor(-1.5))",
+    "fft_batch": "torch.fft.irfft(torch.fft.rfft({0}, dim=0), n={0}.shape[0], dim=0)",
+    "cdist_scale": "{0} * torch.cdist({0}, {0} + 1).mean()",
+    "diff": "torch.diff({0}, dim=-1, prepend={0}[..., :1])",
+    "scatter_add": (
+        "torch.zeros_like({0}).scatter_add(-1, torch.arange({0}.shape[-1]).flip(0).expand_as({0}), {0})"
+    ),
+}
 GLU_ACTS = {
     "sigmoid": "torch.sigmoid({})",
     "silu": "F.silu({})",
@@ -95,6 +127,8 @@ def _emit(spec: dict) -> tuple[list[str], list[str]]:
             fwd.append(f"{h} = " + ACTS[rec["fn"]].format(a))
         elif op == "featfn":
             fwd.append(f"{h} = " + FEATURE_FNS[rec["fn"]].format(a))
+        elif op == "shapefn":
+            fwd.append(f"{h} = " + SHAPE_FNS[rec["fn"]].format(a))
         elif op == "slice":
             fwd.append(f"{h} = {a}[..., {rec['start']}:{rec['stop']}]")
         elif op == "clamp":  # a learned per-feature lower bound (a tensor argument of clamp)
@@ -215,6 +249,19 @@ def _emit(spec: dict) -> tuple[list[str], list[str]]:
             init_a, fwd_a = _emit_attn(rec, a, src[-1], h)
             init += init_a
             fwd += fwd_a
+        elif op == "rnn":
+            init_r, fwd_r = _emit_rnn(rec, a, h)
+            init += init_r
+            fwd += fwd_r
+        elif op == "cell":
+            cls, i = rec["cls"], rec["id"]
+            relu = ", nonlinearity='relu'" if rec.get("relu") else ""
+            init.append(
+                f"self.cell{i} = nn.{cls}({rec['cin']}, {rec['cout']}, bias={rec['bias']}{relu})"
+            )
+            fwd.append(f"{h}s = self.cell{i}({a})")
+            fwd.append(f"{h}s = self.cell{i}(torch.tanh({a}), {h}s)")
+            fwd.append(f"{h} = {h}s[0]" if cls == "LSTMCell" else f"{h} = {h}s")
         else:  # pragma: no cover
             raise ValueError(op)
     init.append(f"self.head = nn.Linear({spec['head_in']}, {N_OUT})")
@@ -249,6 +296,10 @@ def _emit_attn(rec: dict, a: str, kv_src: str, h: str) -> tuple[list[str], list[
             f"qkv = self.qkv{i}({a}).reshape(B, T, 3, {nh}, {dh}).movedim(2, 0).transpose(2, 3)"
         )
         fwd.append("q, k, v = qkv.unbind(0)")
+    elif rec["qkv"] == "fused_heads":  # Bloom / Persimmon: (B, T, heads, 3, dh), q/k/v by index
+        init.append(f"self.qkv{i} = nn.Linear({d}, {3 * inner}, bias={bias})")
+        fwd.append(f"qkv = self.qkv{i}({a}).view(B, T, {nh}, 3, {dh})")
+        fwd.append("q, k, v = (qkv[..., j, :].transpose(1, 2) for j in range(3))")
     else:  # "split": one projection, split into q | k | v of different widths
         init.append(f"self.qkv{i} = nn.Linear({d}, {inner + 2 * kv_inner}, bias={bias})")
         fwd.append(f"q, k, v = self.qkv{i}({a}).split([{inner}, {kv_inner}, {kv_inner}], dim=-1)")
@@ -280,6 +331,28 @@ def _emit_attn(rec: dict, a: str, kv_src: str, h: str) -> tuple[list[str], list[
     fwd.append(f"o = o.transpose(1, 2).reshape(B, T, {nh * dv})")
     init.append(f"self.o{i} = nn.Linear({nh * dv}, {dout}, bias={bias})")
     fwd.append(f"{h} = self.o{i}(o)")
+    return init, fwd
+
+
+def _emit_rnn(rec: dict, a: str, h: str) -> tuple[list[str], list[str]]:
+    """A recurrent layer over a token node (B, T, D) -> (B, T, dirs * units)."""
+    i, cls = rec["id"], rec["cls"]
+    proj = f", proj_size={rec['proj']}" if rec["proj"] else ""
+    proj += ", nonlinearity='relu'" if rec.get("relu") else ""
+    init = [
+        (
+            f"self.rnn{i} = nn.{cls}({rec['cin']}, {rec['hidden']}, num_layers={rec['layers']}, "
+            f"bidirectional={rec['bidir']}, batch_first={rec['batch_first']}, bias={rec['bias']}{proj})"
+        )
+    ]
+    seq = a if rec["batch_first"] else f"{a}.transpose(0, 1)"
+    fwd = [f"{h}, {h}s = self.rnn{i}({seq})"]
+    if not rec["batch_first"]:
+        fwd.append(f"{h} = {h}.transpose(0, 1)")
+    if rec["read"] == "state":  # the last layer's final state (both directions), per token
+        fwd.append(f"{h}s = {h}s[0] if isinstance({h}s, tuple) else {h}s")
+        last = f"{h}s[-2], {h}s[-1]" if rec["bidir"] else f"{h}s[-1]"
+        fwd.append(f"{h} = {h} + torch.cat([{last}], -1)[:, None]")
     return init, fwd
 
 
@@ -423,6 +496,9 @@ def _feature_op(draw, nodes: list[dict], kind: str, ops: list[str]) -> dict:
     elif op == "featfn":
         rec["fn"] = draw(st.sampled_from(list(FEATURE_FNS)))
         c = ca
+    elif op == "shapefn":
+        rec["fn"] = draw(st.sampled_from(list(SHAPE_FNS)))
+        c = ca
     elif op == "slice":
         start = draw(st.integers(0, max(ca - 2, 0)))
         stop = draw(st.integers(start + 1, ca))
@@ -463,10 +539,36 @@ def _feature_op(draw, nodes: list[dict], kind: str, ops: list[str]) -> dict:
         a = _pick(draw, nodes, lambda n: same(n) and n["c"] % 2 == 0 and n["c"] >= 4)
         rec.update(ins=[a], dim=-1, fn=draw(st.sampled_from(sorted(GLU_ACTS))))
         c = nodes[a]["c"] // 2
+    elif op == "rnn":
+        cls = draw(st.sampled_from(["LSTM", "GRU", "RNN"]))
+        rec.update(
+            cls=cls,
+            cin=ca,
+            hidden=draw(st.integers(2, 12)),
+            layers=draw(st.integers(1, 2)),
+            bidir=draw(st.booleans()),
+            batch_first=draw(st.booleans()),
+            bias=draw(st.booleans()),
+            read=draw(st.sampled_from(["output", "state"])),
+        )
+        rec["proj"] = (
+            draw(st.integers(1, rec["hidden"] - 1)) if cls == "LSTM" and draw(st.booleans()) else 0
+        )
+        rec["relu"] = cls == "RNN" and draw(st.booleans())  # aten.rnn_relu
+        c = (2 if rec["bidir"] else 1) * (rec["proj"] or rec["hidden"])
+    elif op == "cell":
+        rec.update(
+            cls=draw(st.sampled_from(["LSTMCell", "GRUCell", "RNNCell"])),
+            cin=ca,
+            cout=draw(_width),
+            bias=draw(st.booleans()),
+        )
+        rec["relu"] = rec["cls"] == "RNNCell" and draw(st.booleans())  # aten.rnn_relu_cell
+        c = rec["cout"]
     elif op == "attn":
         heads = draw(st.integers(1, 4))
         dh = draw(st.integers(1, 6))
-        qkv = draw(st.sampled_from(["separate", "fused", "split", "fused_movedim"]))
+        qkv = draw(st.sampled_from(["separate", "fused", "split", "fused_movedim", "fused_heads"]))
         kv = heads if qkv.startswith("fused") else draw(st.sampled_from(_divisors(heads)[::-1]))
         rec.update(
             c=ca,
@@ -570,14 +672,16 @@ VEC_OPS = [
     "dropout",
     "scale",
     "featfn",
+    "shapefn",
     "slice",
     "buffer",
     "reuse",
     "tied",
     "clamp",
+    "cell",
 ]
 TOK_OPS = ["linear", "act", "layernorm", "rmsnorm", "add", "attn", "attn", "glu", "cat", "gate"]
-TOK_OPS += ["scale", "featfn", "slice", "buffer", "reuse", "tied", "clamp"]
+TOK_OPS += ["scale", "featfn", "shapefn", "slice", "buffer", "reuse", "tied", "clamp", "rnn"]
 
 
 @st.composite

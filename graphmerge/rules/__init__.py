@@ -8,8 +8,10 @@ arguments by schema name (`cx.arg("dim")`), so positional and keyword forms are 
 
 `table.py` is the one table of op facts: which op has which rule, which rules are structural (see
 stacked layouts `Blk`/`Alt` unresolved), and which ops pass an axis through (`flow`). The rules
-live by family: elementwise, contractions, attention, norms, reductions, spatial, shapes, reshape,
-indexing. An op with no entry freezes every axis it touches (see passes/annotate_axes.py).
+live by family: elementwise, contractions, attention, norms, recurrent, reductions, spatial,
+shapes, reshape, indexing. An op with no entry freezes every axis it touches (see
+passes/annotate_axes.py); `reasons.py` documents why the ops that deliberately have none are left
+so.
 
     >>> import torch
     >>> from graphmerge.rules import rule_for
@@ -19,10 +21,12 @@ indexing. An op with no entry freezes every axis it touches (see passes/annotate
     False
 """
 
+from graphmerge.rules.reasons import FROZEN, frozen_reason
 from graphmerge.rules.registry import INDEXED, Flow, Row, Rule, RuleTableError, build_index, row
 from graphmerge.rules.table import RULES, RULES_BY_NAME, TABLE, passthrough_ops, rule_for
 
 __all__ = [
+    "FROZEN",
     "INDEXED",
     "RULES",
     "RULES_BY_NAME",
@@ -32,6 +36,7 @@ __all__ = [
     "Rule",
     "RuleTableError",
     "build_index",
+    "frozen_reason",
     "passthrough_ops",
     "row",
     "rule_for",

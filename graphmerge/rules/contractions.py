@@ -61,14 +61,17 @@ def addmm(cx: RuleContext):
 
 
 def einsum(cx: RuleContext):
-    """An explicit or implicit equation without ellipsis; letters unify, summed ones contract."""
+    """An explicit or implicit equation (`...` spelled out as broadcast letters); letters unify,
+    summed ones contract."""
     eq, operands = cx.arg("equation"), cx.arg("tensors")
     if not isinstance(eq, str) or operands is None:
         return None  # the sublist form: unsupported, the caller freezes
     eq = eq.replace(" ", "")
+    if "..." in eq:
+        eq = _expand_ellipsis(eq, [len(cx.shape_of(t)) for t in operands])
     lhs, _, rhs = eq.partition("->")
     terms = lhs.split(",")
-    if "..." in eq or len(terms) != len(operands):
+    if len(terms) != len(operands):
         return None
     if "->" not in eq:
         letters = sorted({c for t in terms for c in t})
@@ -86,6 +89,23 @@ def einsum(cx: RuleContext):
             else:
                 by_letter[c] = lays[j]
     return tuple(by_letter.get(c, UNIT) for c in rhs)
+
+
+def _expand_ellipsis(eq: str, ranks: list[int]) -> str:
+    """The equation with each `...` spelled out in letters it does not use: the broadcast
+    dimensions, right-aligned across operands (as torch.einsum reads them)."""
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in eq]
+    widths = [r - len(t.replace("...", "")) if "..." in t else 0 for t, r in zip(terms, ranks)]
+    letters = "".join(spare[: max(widths, default=0)])
+    terms = [
+        t.replace("...", letters[len(letters) - w :] if w else "") for t, w in zip(terms, widths)
+    ]
+    if arrow:
+        return ",".join(terms) + "->" + rhs.replace("...", letters)
+    single = sorted(c for c in set("".join(terms)) if "".join(terms).count(c) == 1)
+    return ",".join(terms) + "->" + letters + "".join(c for c in single if c not in letters)
 
 
 def _conv(cx: RuleContext, transposed: bool):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from graphmerge.layout import UNIT, Layout
+from graphmerge.rules.dims import dim_index
 
 if TYPE_CHECKING:
     from graphmerge.rule_context import RuleContext
@@ -17,11 +18,13 @@ __all__ = [
     "binary",
     "broadcast",
     "clamp",
+    "glu",
     "item",
     "no_tensor",
     "unary",
     "uniform_new",
     "varying_new",
+    "with_mask",
 ]
 
 
@@ -90,3 +93,21 @@ def no_tensor(cx: RuleContext):
 def item(cx: RuleContext):
     """A tensor read as a Python scalar: its axes (all of size 1) are frozen."""
     cx.freeze_all(cx.axes(0), f"value read by .item() ({cx.where()})")
+
+
+def with_mask(cx: RuleContext):
+    """native_dropout: the output and its keep-mask, both with the input's layouts."""
+    x = cx.axes(0)
+    return [x for _ in cx.out_shapes()]
+
+
+def glu(cx: RuleContext):
+    """glu(x, dim) = a * sigmoid(b) with (a, b) the two halves along `dim`: the halves are one
+    space (elementwise product), the output's axis is that space."""
+    x = list(cx.axes(0))
+    d = dim_index(cx.arg("dim", default=-1), len(x))
+    half = cx.shape(0)[d] // 2
+    a, b = cx.store.cut_many(x[d], [0, half, 2 * half], f"glu halves ({cx.where()})")
+    cx.unify(a, b, "glu product")
+    x[d] = a
+    return tuple(x)

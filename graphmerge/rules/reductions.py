@@ -1,5 +1,5 @@
 """Reduction rules: sums and means, variance, vector norms, reductions that return positions
-(max with indices, sort, top-k), and scans (cumsum).
+(max with indices, sort, top-k), scans (cumsum), histograms and pairwise distances.
 
 A reduced axis disappears (or becomes a unit axis with keepdim); the other axes pass through.
 An op whose result depends on the order along an axis (indices, sorting, running sums) pins it.
@@ -16,7 +16,7 @@ from graphmerge.rules.elementwise import broadcast
 if TYPE_CHECKING:
     from graphmerge.rule_context import RuleContext
 
-__all__ = ["index_reduce", "reduce", "scan", "var"]
+__all__ = ["cdist", "histogram", "index_reduce", "pdist", "reduce", "scan", "var"]
 
 
 def _reduce_dims(dims, rank: int) -> list[int]:
@@ -107,3 +107,30 @@ def scan(cx: RuleContext):
     cx.freeze(x[d], f"{cx.op_name()} accumulates along this axis ({cx.where()})")
     shapes = cx.out_shapes()
     return [x for _ in shapes] if len(shapes) > 1 else x
+
+
+def histogram(cx: RuleContext):
+    """histc / bincount: counts over every element (weights unify with the input), invariant
+    under any permutation of the input; the bins axis is positional."""
+    if cx.is_tensor("weights"):
+        for a, b in zip(cx.axes(0), cx.axes("weights")):
+            cx.unify(a, b, f"{cx.op_name()} weights")
+    return tuple(cx.new(s, "bins", frozen=f"{cx.op_name()} bins") for s in cx.out_shape())
+
+
+def cdist(cx: RuleContext):
+    """Distances between the rows of x1 (..., P, M) and x2 (..., R, M): the feature axes unify
+    (a distance is a symmetric function of them), batch axes broadcast; out (..., P, R)."""
+    a, b = cx.axes(0), cx.axes(1)
+    cx.unify(a[-1], b[-1], f"{cx.op_name()} features")
+    out_shape = cx.out_shape()
+    batch = broadcast(cx, [a[:-2], b[:-2]], out_shape[:-2]) if len(out_shape) > 2 else ()
+    return batch + (a[-2], b[-2])
+
+
+def pdist(cx: RuleContext):
+    """Distances between all pairs of rows of x (N, M): rows are positional (the output lists
+    pairs i < j), features are summed symmetrically."""
+    x = cx.axes(0)
+    cx.freeze(x[0], f"pdist pairs rows by position ({cx.where()})")
+    return tuple(cx.new(s, "pairs", frozen="pdist pairs") for s in cx.out_shape())

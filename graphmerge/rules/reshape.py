@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from graphmerge.layout import UNIT, Alt, Blk, Layout, Prod
+from graphmerge.layout import UNIT, Alt, Blk, Cat, Layout, Prod
 
 if TYPE_CHECKING:
     from graphmerge.rule_context import RuleContext
@@ -46,6 +46,7 @@ def reshape_layouts(cx: RuleContext, x: tuple, in_shape, out_shape) -> tuple:
             continue
         facs = [f for d in run_in for f in store.factors(x[d])]
         sizes = [out_shape[d] for d in run_out]
+        facs = _blocks_as_product(cx, facs, sizes)
         merged = Prod(tuple(facs))
         pieces = (
             store.split(merged, sizes, f"reshape ({cx.where()})") if len(run_out) > 1 else [merged]
@@ -55,46 +56,69 @@ def reshape_layouts(cx: RuleContext, x: tuple, in_shape, out_shape) -> tuple:
     return tuple(out)
 
 
+def _blocks_as_product(cx: RuleContext, facs: list, sizes: list[int]) -> list:
+    """A concatenation of k equal blocks viewed as (k, rest) (channel shuffle: `cat` then
+    `view(B, k, C / k, ...)`): the blocks become one space `rest`, the block index a frozen
+    factor; otherwise the factors unchanged (a concatenation cannot be split into a product)."""
+    if len(facs) != 1 or len(sizes) < 2:
+        return facs
+    cat = cx.store.normalize(facs[0])
+    if not isinstance(cat, Cat) or len(cat.parts) != sizes[0]:
+        return facs
+    size = cx.store.size(cat) // sizes[0]
+    if any(cx.store.size(p) != size for p in cat.parts):
+        return facs
+    blocks, rest = cx.new(sizes[0], "blocks"), cx.new(size, "block")
+    cx.unify(cat, Prod((blocks, rest)), f"concatenated blocks viewed as a product ({cx.where()})")
+    return [blocks, rest]
+
+
+def _carve(in_shape, out_shape, d_out: int) -> tuple[int, int] | None:
+    """Where output axis `d_out` (k blocks) is carved from: (input axis, end of the output axes
+    after the block axis that come from it), or None. The input axis splits into (outer output
+    axes before the block axis, k, inner output axes); the axes around it are unchanged."""
+    k = out_shape[d_out]
+    for d_in in range(min(d_out, len(in_shape) - 1), -1, -1):
+        if list(out_shape[:d_in]) != list(in_shape[:d_in]):
+            continue
+        size, outer = in_shape[d_in], math.prod(out_shape[d_in:d_out])
+        if size % (outer * k) or size <= outer * k:
+            continue
+        acc, j = outer * k, d_out + 1
+        while acc < size and j < len(out_shape):
+            acc *= out_shape[j]
+            j += 1
+        if acc == size and list(out_shape[j:]) == list(in_shape[d_in + 1 :]):
+            return d_in, j
+    return None
+
+
 def _block_split(cx: RuleContext, x: tuple, in_shape, out_shape):
-    """A reshape whose new leading factor is only ever indexed (`unbind`, `select`): fused qkv.
+    """A reshape with a new factor that is only ever indexed (`unbind`, `select`): fused qkv,
+    as a leading factor (`(B, T, 3, H, D)`) or inside the heads (`(B, T, H, 3, D)`).
 
     Returns layouts with a `Blk` axis and `Alt` siblings, so q, k and v get independent spaces,
     or None when the pattern does not apply.
     """
     for d_out in cx.block_dims():
-        k = out_shape[d_out]
-        # the input axis that this output axis is carved from, with the axes after it
-        prefix = math.prod(out_shape[:d_out])
-        acc, d_in = 1, None
-        for i, s in enumerate(in_shape):
-            if acc == prefix and s % k == 0 and s > k:
-                d_in = i
-                break
-            acc *= s
-        if d_in is None:
+        carved = _carve(in_shape, out_shape, d_out)
+        if carved is None:
             continue
-        rest_sizes, acc2, j = [], k, d_out + 1
-        while acc2 < in_shape[d_in] and j < len(out_shape):
-            rest_sizes.append(out_shape[j])
-            acc2 *= out_shape[j]
-            j += 1
-        if (
-            acc2 != in_shape[d_in]
-            or list(out_shape[:d_out]) != list(in_shape[:d_in])
-            or list(out_shape[j:]) != list(in_shape[d_in + 1 :])
-        ):
-            continue
-        blocks = cx.store.cut_many(
-            x[d_in],
-            [in_shape[d_in] // k * b for b in range(k + 1)],
-            f"stacked blocks ({cx.where()})",
-        )
-        per_block = [
-            reshape_layouts(cx, (b,), (in_shape[d_in] // k,), tuple(rest_sizes)) for b in blocks
-        ]
+        d_in, j = carved
+        k, rest_sizes = out_shape[d_out], tuple(out_shape[d_out + 1 : j])
+        outer_sizes = list(out_shape[d_in:d_out])
+        lay, outer = x[d_in], []
+        why = f"stacked blocks ({cx.where()})"
+        if outer_sizes:
+            *outer, lay = cx.store.split(
+                lay, [*outer_sizes, cx.store.size(lay) // math.prod(outer_sizes)], why
+            )
+        block = cx.store.size(lay) // k
+        blocks = cx.store.cut_many(lay, [block * b for b in range(k + 1)], why)
+        per_block = [reshape_layouts(cx, (b,), (block,), rest_sizes) for b in blocks]
         key = cx.store.new_key()
         alts = tuple(Alt(key, tuple(pb[t] for pb in per_block)) for t in range(len(rest_sizes)))
-        return tuple(x[:d_in]) + (Blk(key, k),) + alts + tuple(x[d_in + 1 :])
+        return tuple(x[:d_in]) + tuple(outer) + (Blk(key, k),) + alts + tuple(x[d_in + 1 :])
     return None
 
 

@@ -7,6 +7,7 @@ without resolving them. Reshapes are in reshape.py, constant indexing in indexin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from graphmerge.layout import UNIT, Alt, Blk, Cat, Prod
@@ -17,7 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "cat",
+    "diagonal",
+    "dsplit",
     "expand",
+    "hsplit",
+    "meshgrid",
     "movedim",
     "movedim_order",
     "permute",
@@ -25,11 +30,16 @@ __all__ = [
     "repeat_interleave",
     "reverse",
     "split",
+    "split_at",
     "squeeze",
     "stack",
     "swap_last",
+    "tile",
     "transpose",
     "unsqueeze",
+    "view_as_complex",
+    "view_as_real",
+    "vsplit",
 ]
 
 
@@ -108,16 +118,26 @@ def expand(cx: RuleContext):
     return tuple(out)
 
 
-def repeat(cx: RuleContext):
-    """Tiling: a repeated axis becomes (copy, original)."""
+def _tiled(cx: RuleContext, reps: list[int]):
+    """Tiling: a repeated axis becomes (copy, original); extra leading repeats are new axes."""
     x = cx.axes(0)
-    reps = list(cx.arg("repeats"))
     lead = len(reps) - len(x)
     out = [cx.new(r, "repeated") for r in reps[:lead]]
     for i, lay in enumerate(x):
         r = reps[lead + i]
         out.append(lay if r == 1 else Prod((cx.new(r, "repeated"), lay)))
     return tuple(out)
+
+
+def repeat(cx: RuleContext):
+    """x.repeat(repeats): tiling, `repeats` at least as long as x's rank."""
+    return _tiled(cx, list(cx.arg("repeats")))
+
+
+def tile(cx: RuleContext):
+    """x.tile(dims): tiling, `dims` padded with ones in front to x's rank."""
+    dims = list(cx.arg("dims"))
+    return _tiled(cx, [1] * (len(cx.shape(0)) - len(dims)) + dims)
 
 
 def repeat_interleave(cx: RuleContext):
@@ -168,16 +188,70 @@ def stack(cx: RuleContext):
 def split(cx: RuleContext):
     """split / split_with_sizes / chunk / tensor_split / ...: the split axis is cut at the
     boundaries the output shapes give; each output gets its piece."""
+    return _split_along(cx, dim_index(cx.arg("dim", default=0), len(cx.shape(0))))
+
+
+def diagonal(cx: RuleContext):
+    """diagonal(offset, dim1, dim2): both axes are removed and their diagonal appended. The main
+    diagonal of a matrix whose two axes are permuted alike is permuted the same way, so the two
+    axes unify and the new axis is their space; an offset diagonal pins them."""
+    x = cx.axes(0)
+    rank = len(x)
+    a = dim_index(cx.arg("dim1", default=0), rank)
+    b = dim_index(cx.arg("dim2", default=1), rank)
+    rest = tuple(lay for i, lay in enumerate(x) if i not in (a, b))
+    if cx.arg("offset", default=0) == 0 and cx.shape(0)[a] == cx.shape(0)[b]:
+        cx.unify(x[a], x[b], f"diagonal ({cx.where()})")
+        return rest + (x[a],)
+    cx.freeze_all((x[a], x[b]), f"off-diagonal positions ({cx.where()})")
+    return rest + (cx.new(cx.out_shape()[-1], "diagonal", frozen="off-diagonal positions"),)
+
+
+def view_as_real(cx: RuleContext):
+    """A complex tensor viewed as (..., 2): the real/imaginary axis is new and frozen."""
+    return tuple(cx.axes(0)) + (cx.new(2, "complex parts", frozen="real and imaginary parts"),)
+
+
+def view_as_complex(cx: RuleContext):
+    """(..., 2) viewed as complex: the last (real/imaginary) axis is consumed and frozen."""
+    x = cx.axes(0)
+    cx.freeze(x[-1], f"real and imaginary parts ({cx.where()})")
+    return tuple(x[:-1])
+
+
+def meshgrid(cx: RuleContext):
+    """Grids of the 1-d inputs: axis j of every output is input j's axis (an output is constant
+    along the axes it does not vary on, so any layout serves there); `indexing="xy"` swaps the
+    first two."""
+    tensors = list(cx.arg("tensors"))
+    lays = [cx.axes_of(t)[0] if cx.shape_of(t) else cx.new(1) for t in tensors]
+    if cx.arg("indexing") == "xy" and len(lays) >= 2:
+        lays[0], lays[1] = lays[1], lays[0]
+    return [tuple(lays) for _ in cx.out_shapes()]
+
+
+def split_at(dim_of: Callable[[int], int]) -> Callable:
+    """A split rule along a fixed axis (`dim_of(rank)`): hsplit, vsplit, dsplit."""
+
+    def rule(cx: RuleContext):
+        return _split_along(cx, dim_of(len(cx.shape(0))))
+
+    return rule
+
+
+def _split_along(cx: RuleContext, d: int):
     x = list(cx.axes(0))
-    shapes = cx.out_shapes()
-    d = dim_index(cx.arg("dim", default=0), len(x))
     bounds, off = [0], 0
-    for shp in shapes:
+    for shp in cx.out_shapes():
         off += shp[d]
         bounds.append(off)
     pieces = iter(cx.store.cut_many(x[d], bounds, f"{cx.op_name()} ({cx.where()})"))
-    outs = []
-    for shp in shapes:
-        lay = next(pieces) if shp[d] > 0 else UNIT
-        outs.append(tuple(x[:d]) + (lay,) + tuple(x[d + 1 :]))
-    return outs
+    return [
+        tuple(x[:d]) + ((next(pieces) if shp[d] > 0 else UNIT),) + tuple(x[d + 1 :])
+        for shp in cx.out_shapes()
+    ]
+
+
+hsplit = split_at(lambda rank: 1 if rank > 1 else 0)
+vsplit = split_at(lambda rank: 0)
+dsplit = split_at(lambda rank: 2)

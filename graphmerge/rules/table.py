@@ -16,6 +16,7 @@ from graphmerge.rules import (
     flows,
     indexing,
     norms,
+    recurrent,
     reductions,
     reshape,
     shapes,
@@ -30,32 +31,55 @@ TABLE: tuple[Row, ...] = (
     row(
         "relu relu_ gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardtanh hardtanh_ relu6 "
         "elu elu_ leaky_relu leaky_relu_ hardswish hardswish_ hardsigmoid hardsigmoid_ mish "
-        "softplus selu celu neg exp log log1p expm1 sqrt rsqrt abs erf sin cos tan reciprocal "
+        "softplus selu celu neg _neg_view _neg_view_copy exp log log1p expm1 sqrt rsqrt abs erf sin cos tan reciprocal "
         "square sign floor ceil round trunc logical_not isnan isinf nan_to_num alpha_dropout "
         "feature_dropout feature_alpha_dropout feature_dropout_ alpha_dropout_ "
         "feature_alpha_dropout_ softmax _softmax log_softmax _log_softmax special_erf "
-        "_safe_softmax logit sinh cosh asin acos atan bitwise_not frac positive",
+        "_safe_softmax logit sinh cosh asin acos atan bitwise_not frac positive "
+        "acosh asinh atanh log10 log2 exp2 erfc erfinv lgamma digamma i0 sinc deg2rad rad2deg "
+        "sgn signbit isfinite isposinf isneginf hardshrink softshrink rrelu threshold "
+        "conj_physical real imag angle "
+        "acos_ asin_ atan_ cos_ cosh_ sin_ sinh_ tan_ exp_ expm1_ log_ log1p_ log2_ log10_ "
+        "sqrt_ rsqrt_ neg_ abs_ reciprocal_ sign_ floor_ ceil_ round_ trunc_ frac_ erf_ erfc_ "
+        "erfinv_ square_ logit_ nan_to_num_ mish_ celu_ selu_ logical_not_ bitwise_not_ exp2_ "
+        "acosh_ asinh_ atanh_ threshold_ rrelu_ sgn_ i0_ lgamma_ digamma_ deg2rad_ rad2deg_ "
+        "sinc_ relu6_ absolute absolute_ negative negative_ arccos arcsin arctan arccosh "
+        "arcsinh arctanh fix fix_ special_expit special_exp2 special_expm1 special_log1p "
+        "special_sinc special_round special_ndtr special_logit special_psi special_digamma "
+        "special_gammaln log_sigmoid",
         elementwise.unary,
     ),
     row(
         "clone contiguous detach detach_ alias lift_fresh_copy _to_copy to type_as dropout "
-        "dropout_",
+        "dropout_ alias_copy detach_copy lift_fresh conj _conj resolve_conj resolve_neg "
+        "_autocast_to_full_precision _autocast_to_reduced_precision _conj_copy pin_memory cpu "
+        "cuda as_tensor",
         elementwise.unary,
         structural=True,
         flow=flows.same_axis,
     ),
-    row("clamp clamp_ clamp_min clamp_max", elementwise.clamp),
+    row("clamp clamp_ clamp_min clamp_max clamp_min_ clamp_max_ clip clip_", elementwise.clamp),
     row(
         "add add_ sub sub_ mul mul_ div div_ rsub maximum minimum where masked_fill masked_fill_ "
         "pow eq ne lt gt le ge logical_and logical_or logical_xor addcmul addcdiv lerp fmod "
         "remainder atan2 floor_divide bitwise_and bitwise_or bitwise_xor copysign hypot xlogy "
-        "fmax fmin true_divide __and__ __or__ __xor__ __iand__ __ior__",
+        "fmax fmin true_divide __and__ __or__ __xor__ __iand__ __ior__ "
+        "logaddexp logaddexp2 heaviside float_power ldexp nextafter gcd lcm igamma igammac "
+        "polygamma special_xlog1py special_zeta bitwise_left_shift bitwise_right_shift "
+        "__lshift__ __rshift__ __ilshift__ __irshift__ __ixor__ xlogy_ pow_ fmod_ remainder_ "
+        "atan2_ hypot_ lerp_ addcmul_ addcdiv_ logical_and_ logical_or_ logical_xor_ "
+        "bitwise_and_ bitwise_or_ bitwise_xor_ copysign_ float_power_ ldexp_ nextafter_ gcd_ "
+        "lcm_ heaviside_ floor_divide_ true_divide_ copy copy_ multiply multiply_ divide divide_ "
+        "subtract subtract_ greater greater_equal less less_equal not_equal greater_ less_ "
+        "arctan2 polar",
         elementwise.binary,
     ),
+    row("native_dropout log_sigmoid_forward", elementwise.with_mask),
+    row("glu", elementwise.glu),
     # -- creation and scalars -------------------------------------------------------------------
     row(
         "zeros ones full empty zeros_like ones_like full_like empty_like new_zeros new_ones "
-        "new_full new_empty scalar_tensor empty_strided new_empty_strided fill zero",
+        "new_full new_empty scalar_tensor empty_strided new_empty_strided fill zero fill_ zero_",
         elementwise.uniform_new,
     ),
     row(
@@ -65,7 +89,7 @@ TABLE: tuple[Row, ...] = (
     ),
     row(
         "_assert_tensor_metadata _assert_scalar sym_constrain_range sym_constrain_range_for_size "
-        "_assert_async sym_size sym_numel sym_stride",
+        "_assert_async sym_size sym_numel sym_stride sym_storage_offset sym_is_contiguous",
         elementwise.no_tensor,
     ),
     row("item _local_scalar_dense", elementwise.item),
@@ -82,6 +106,9 @@ TABLE: tuple[Row, ...] = (
         "scaled_dot_product_attention _scaled_dot_product_flash_attention_for_cpu",
         attention.sdpa,
     ),
+    # -- recurrent layers -----------------------------------------------------------------------
+    row("lstm gru rnn_tanh rnn_relu", recurrent.recurrent, structural=True),
+    row("lstm_cell gru_cell rnn_tanh_cell rnn_relu_cell", recurrent.cell),
     # -- normalization --------------------------------------------------------------------------
     row("batch_norm instance_norm", norms.batch_norm),
     row(
@@ -101,6 +128,9 @@ TABLE: tuple[Row, ...] = (
     row("var std var_mean std_mean", reductions.var),
     row("max min argmax argmin sort topk argsort kthvalue median mode", reductions.index_reduce),
     row("cumsum cumsum_ cumprod cumprod_ logcumsumexp cummax cummin", reductions.scan),
+    row("histc bincount", reductions.histogram),
+    row("cdist _cdist_forward", reductions.cdist),
+    row("pdist _pdist_forward", reductions.pdist),
     # -- pooling, resampling, padding, position-dependent ops -----------------------------------
     row(
         "max_pool1d avg_pool1d adaptive_avg_pool1d adaptive_max_pool1d max_pool1d_with_indices "
@@ -115,46 +145,100 @@ TABLE: tuple[Row, ...] = (
     ),
     row(
         "max_pool3d avg_pool3d adaptive_avg_pool3d adaptive_max_pool3d max_pool3d_with_indices "
-        "upsample_nearest3d upsample_trilinear3d",
+        "upsample_nearest3d upsample_trilinear3d _adaptive_avg_pool3d reflection_pad3d "
+        "replication_pad3d",
         spatial.spatial3d,
     ),
     row("constant_pad_nd pad", spatial.pad),
     row("triu tril", spatial.tri),
     row("flip roll", spatial.flip_roll),
-    # -- axis permutations and views ------------------------------------------------------------
-    row("permute", shapes.permute, structural=True, flow=flows.permuted),
-    row("transpose swapaxes swapdims", shapes.transpose, structural=True, flow=flows.swapped),
-    row("t mT adjoint", shapes.swap_last, structural=True, flow=flows.swapped_last),
-    row("numpy_T", shapes.reverse, structural=True, flow=flows.reversed_axes),
-    row("movedim", shapes.movedim, structural=True, flow=flows.moved),
-    row("unsqueeze", shapes.unsqueeze, structural=True, flow=flows.reshaped),
-    row("squeeze", shapes.squeeze, structural=True, flow=flows.reshaped),
-    row("expand expand_as broadcast_to", shapes.expand, structural=True, flow=flows.reshaped),
     row(
-        "view reshape _unsafe_view flatten unflatten view_copy _reshape_alias",
+        "_fft_r2c _fft_c2r _fft_c2c fft_fft fft_ifft fft_rfft fft_irfft fft_hfft fft_ihfft "
+        "fft_fft2 fft_ifft2 fft_rfft2 fft_irfft2 fft_hfft2 fft_ihfft2 fft_fftn fft_ifftn "
+        "fft_rfftn fft_irfftn fft_hfftn fft_ihfftn fft_fftshift fft_ifftshift",
+        spatial.fft,
+    ),
+    row("diff", spatial.diff),
+    row("unfold unfold_copy", spatial.unfold),
+    row("im2col", spatial.im2col),
+    row("col2im", spatial.col2im),
+    row("grid_sampler grid_sampler_2d grid_sampler_3d", spatial.grid_sample),
+    row("affine_grid_generator", spatial.affine_grid),
+    row("pixel_shuffle pixel_unshuffle", spatial.pixel_shuffle),
+    # -- axis permutations and views ------------------------------------------------------------
+    row("permute permute_copy", shapes.permute, structural=True, flow=flows.permuted),
+    row(
+        "transpose swapaxes swapdims transpose_copy transpose_ swapaxes_ swapdims_",
+        shapes.transpose,
+        structural=True,
+        flow=flows.swapped,
+    ),
+    row(
+        "t mT adjoint t_copy t_ mH matrix_H",
+        shapes.swap_last,
+        structural=True,
+        flow=flows.swapped_last,
+    ),
+    row("numpy_T", shapes.reverse, structural=True, flow=flows.reversed_axes),
+    row("movedim moveaxis", shapes.movedim, structural=True, flow=flows.moved),
+    row(
+        "unsqueeze unsqueeze_copy unsqueeze_",
+        shapes.unsqueeze,
+        structural=True,
+        flow=flows.reshaped,
+    ),
+    row("squeeze squeeze_copy squeeze_", shapes.squeeze, structural=True, flow=flows.reshaped),
+    row(
+        "expand expand_as broadcast_to expand_copy",
+        shapes.expand,
+        structural=True,
+        flow=flows.reshaped,
+    ),
+    row(
+        "view reshape _unsafe_view flatten unflatten view_copy _reshape_alias view_as "
+        "reshape_as ravel _reshape_alias_copy _ncf_view _ncf_unsqueeze",
         reshape.reshape,
         structural=True,
         flow=flows.reshaped,
     ),
     row("repeat", shapes.repeat),
+    row("tile", shapes.tile),
     row("repeat_interleave", shapes.repeat_interleave),
     # -- concatenation, stacking, splitting -----------------------------------------------------
     row("cat concat concatenate", shapes.cat),
     row("stack", shapes.stack, structural=True),
     row(
-        "split split_with_sizes chunk tensor_split unsafe_split split_with_sizes_copy",
+        "split split_with_sizes chunk tensor_split unsafe_split split_with_sizes_copy split_copy "
+        "unsafe_split_with_sizes",
         shapes.split,
     ),
+    row("hsplit", shapes.hsplit),
+    row("vsplit", shapes.vsplit),
+    row("dsplit", shapes.dsplit),
+    row("diagonal diagonal_copy linalg_diagonal", shapes.diagonal),
+    row("view_as_real view_as_real_copy", shapes.view_as_real),
+    row("view_as_complex view_as_complex_copy", shapes.view_as_complex),
+    row("meshgrid", shapes.meshgrid),
     # -- indexing -------------------------------------------------------------------------------
-    row("select", indexing.select, structural=True, flow=flows.indexed),
-    row("unbind", indexing.unbind, structural=True, flow=flows.indexed),
+    row("select select_copy", indexing.select, structural=True, flow=flows.indexed),
+    row("unbind unbind_copy", indexing.unbind, structural=True, flow=flows.indexed),
     row("operator.getitem", indexing.getitem, structural=True),
-    row("slice", indexing.slice_),
-    row("narrow", indexing.narrow),
+    row("slice slice_copy", indexing.slice_),
+    row("narrow narrow_copy", indexing.narrow),
     row("index_select", indexing.index_select),
     row("gather", indexing.gather),
-    row("index", indexing.index),
+    row("index _unsafe_index", indexing.index),
+    row("index_put index_put_ _unsafe_index_put _index_put_impl_", indexing.index_put),
+    row(
+        "scatter scatter_ scatter_add scatter_add_ scatter_reduce scatter_reduce_",
+        indexing.scatter,
+    ),
+    row("select_scatter", indexing.select_scatter),
+    row("slice_scatter", indexing.slice_scatter),
     row("embedding", indexing.embedding),
+    row("embedding_bag _embedding_bag _embedding_bag_forward_only", indexing.embedding_bag),
+    row("searchsorted bucketize", indexing.searchsorted),
+    row("one_hot", indexing.one_hot),
 )
 
 # Rules by torch target (op packets, operator.getitem), and by "namespace.name" for ops that a
