@@ -21,6 +21,7 @@ import torch
 
 from graphmerge.errors import ResourceError
 from graphmerge.memory import MemoryPlan, available_memory, format_bytes, resident_bytes
+from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import Program
 from graphmerge.units import group_units
 
@@ -43,6 +44,13 @@ def _moment_bytes(units: int, n_models: int, blocks: str) -> int:
     if blocks == "all":
         return _F64 * (n_models * units) ** 2
     return _F64 * ((n_models - 1) * units * units + 4 * n_models * units)
+
+
+def _correlation_bytes(units: int, n_models: int) -> int:
+    """A group's activation correlation: (N·units)², float32 from FLOAT32_FROM_UNITS stacked
+    units (whole matrices even for a permutation, which reads only the cross blocks)."""
+    stacked = n_models * units
+    return (4 if stacked >= FLOAT32_FROM_UNITS else _F64) * stacked * stacked
 
 
 def _capture_bytes(program: Program) -> int:
@@ -76,6 +84,7 @@ class _Parts:
     bn_copies: int
     moments: int  # all groups' activation moments (float64)
     largest_moments: int  # the largest group's
+    correlations: int  # all groups' activation correlations, as the solve holds them
     batch: int  # one batch's captured activations and forward intermediates
     working: int  # the solve's matrices for the largest group
     merged: int  # one model's weights
@@ -85,10 +94,8 @@ def _parts(program: Program, n_models: int) -> _Parts:
     opts = program.options
     model = program.model
     blocks = "cross" if opts.resolved_matcher == "permute" else "all"
-    sizes = [
-        _moment_bytes(_group_units(program, g.name), n_models, blocks)
-        for g in program.free_groups()
-    ]
+    free = program.free_groups()
+    sizes = [_moment_bytes(_group_units(program, g.name), n_models, blocks) for g in free]
     uses = opts.uses_activations
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     largest = max((_group_units(program, g.name) for g in program.free_groups()), default=0)
@@ -96,6 +103,9 @@ def _parts(program: Program, n_models: int) -> _Parts:
         bn_copies=n_models * _state_bytes(model) if opts.reset_bn and has_bn else 0,
         moments=sum(sizes) if uses else 0,
         largest_moments=max(sizes, default=0) if uses else 0,
+        correlations=sum(_correlation_bytes(_group_units(program, g.name), n_models) for g in free)
+        if uses
+        else 0,
         batch=(n_models * _capture_bytes(program) + 4 * _largest_activation(program))
         if uses
         else 0,
@@ -119,7 +129,7 @@ def estimate_memory(
     return {
         "reset_bn": p.bn_copies,
         "collect_features": p.bn_copies + held + p.batch,
-        "solve_groups": p.bn_copies + (0 if spill else p.moments) + p.working,
+        "solve_groups": p.bn_copies + (0 if spill else p.correlations) + p.working,
         "rewrite": p.bn_copies + p.merged,
         "build_module": p.bn_copies + p.merged,
     }
@@ -178,7 +188,9 @@ def plan_merge(program: Program) -> Program:
         p = _parts(program, n_models)
         waves = _waves(program, budget - held - p.bn_copies - p.batch, n_models)
         stages = estimate_memory(program, n_models, len(waves), spill=True)
-        keep = max(budget - held - p.bn_copies - p.working, 0)
+        # the spare room, shared by the similarity matrices kept in memory and the solve's
+        # cache of weight correlations (solve_groups gives that cache what is left)
+        keep = max(budget - held - p.bn_copies - p.working, 0) // 2
     plan = MemoryPlan(held, stages, budget, waves, keep)
     if plan.estimate_bytes > budget:
         stage = max(stages, key=stages.get)

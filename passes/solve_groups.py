@@ -136,7 +136,8 @@ def mudsc(program: Program) -> dict[str, Assignment]:
     units = solve_units(program)
     act = program.features  # group name -> activation correlation (maybe read from disk)
     plan = program.memory_plan
-    room = None if plan is None else max(plan.budget - plan.estimate_bytes, 0)
+    kept = 0 if plan is None or plan.similarity_bytes is None else plan.similarity_bytes
+    room = None if plan is None else max(plan.budget - plan.estimate_bytes - kept, 0)
     weights = WeightVectors(program, program.states, cache_bytes=room)
     blocks = "cross" if matcher == "permute" else "all"  # what the matcher reads
     assign = {n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)}

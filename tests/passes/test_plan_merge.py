@@ -86,3 +86,16 @@ def test_estimate_names_the_peak_stage_and_budget_sizes_parse():
     assert parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("1.5 GB") == 1_500_000_000
     with pytest.raises(gm.InputError, match="memory_budget"):
         gm.merge([model, model], data, memory_budget="lots")
+
+
+def test_the_solve_estimate_holds_every_group_correlation_as_the_solve_stores_it():
+    """A permutation collects only the cross blocks, but the solve holds each group's whole
+    (N·n)² correlation: the solve's estimate counts those, not the smaller moments."""
+    model, _, data = _pair("vit_block")
+    program = compile_program(model, data[0])
+    program.options = MergeOptions(matcher="permute")
+    units = [plan_module._group_units(program, g.name) for g in program.free_groups()]
+    stored = sum(8 * (2 * u) ** 2 for u in units)  # float64 below 2048 stacked units
+    assert plan_module.estimate_memory(program, 2)["solve_groups"] >= stored
+    cross = sum(plan_module._moment_bytes(u, 2, "cross") for u in units)
+    assert stored > cross  # what the estimate used to count
