@@ -22,6 +22,8 @@ blocks="cross" keeps only the blocks a permutation matcher reads ((N-1)·units²
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -33,7 +35,14 @@ from tqdm.auto import tqdm
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
-from graphmerge.passes.moments import BLOCKS, Moments, NonFiniteFeatures, blocks_read_by
+from graphmerge.passes.moments import (
+    BLOCKS,
+    Moments,
+    NonFiniteFeatures,
+    blocks_read_by,
+    shared_shift,
+    sum_over_ranks,
+)
 from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import AXES, Program
 from graphmerge.similarities import SimilarityStore
@@ -304,6 +313,8 @@ def collect_features(program: Program) -> Program:
             corr = moments.pop(name).correlation()
             large = corr.shape[0] >= FLOAT32_FROM_UNITS
             program.features[name] = corr.astype(np.float32) if large else corr
+        for name in plans.keys() - program.features.keys():  # held by their owner ranks
+            program.features.hold_elsewhere(name, program.owners[name])
         program.capture_plans.update(plans)
     return program
 
@@ -316,34 +327,94 @@ def collect_moments(
     The traced graph runs once per model with its weights (`program.states`), cut to the
     capture sites of `names`. blocks: "all" (every block: what the zip matcher reads) or
     "cross" (model 0 x model i and the variances: all a permutation matcher reads; see
-    `blocks_read_by`). Returns the moments and the capture plans.
+    `blocks_read_by`). Returns the moments and the capture plans. Across processes
+    (`program.team`), each rank reads its shard and the moments returned are those of the groups
+    this rank owns (`program.owners`), summed over every rank's shard.
     """
     if blocks not in BLOCKS:
         raise InputError(f"blocks must be one of {list(BLOCKS)}, got {blocks!r}")
-    states, progress = program.states, program.options.progress
     plans = _plans(program, names)
     runner = GraphRunner(program, [p.node for p in plans.values()])
-    n_models = len(states)
+    n_models, team = len(program.states), program.team
     moments = {
         name: Moments(n_models, cap.positions.shape[1], blocks) for name, cap in plans.items()
     }
-    batches = 0
-    model_name = type(program.model).__name__
+    disable = not program.options.progress
+    batches = iter(tqdm(program.data, desc=desc, disable=disable, leave=False))
     with eval_mode(program.model):
-        for batch in tqdm(program.data, desc=desc, disable=not progress, leave=False):
-            batches += 1
-            check_batch(program.example_inputs, batch, batches, model_name)
-            per_model = [_run(runner, state, batch, batches, program) for state in states]
-            for name, cap in plans.items():
-                try:
-                    moments[name].add([features(c[cap.node], cap) for c in per_model])
-                except NonFiniteFeatures as exc:
-                    raise _non_finite(exc, name, cap) from exc
-    if batches == 0:
-        raise InputError("the calibration data is empty: pass an iterable of at least one batch")
-    for name, cap in plans.items():
-        try:
-            moments[name].check_finite()
-        except NonFiniteFeatures as exc:
-            raise _non_finite(exc, name, cap) from exc
+        if team is None:
+            if _accumulate(program, runner, plans, moments, batches) == 0:
+                raise InputError(
+                    "the calibration data is empty: pass an iterable of at least one batch"
+                )
+        else:
+            step = "collecting activation statistics"
+            first = team.agree(step, lambda: _first(program, runner, batches))
+            _share_shift(program, moments, plans, first)
+            team.agree(step, lambda: _accumulate(program, runner, plans, moments, batches, first))
+            moments = sum_over_ranks(team, moments, program.owners)
+    check = functools.partial(_check_finite, moments, plans)
+    check() if team is None else team.agree("checking the summed statistics", check)
     return moments, plans
+
+
+def _captured(program: Program, runner: GraphRunner, batch, k: int) -> list[dict]:
+    check_batch(program.example_inputs, batch, k, type(program.model).__name__)
+    return [_run(runner, state, batch, k, program) for state in program.states]
+
+
+def _unit_features(plans: dict[str, Capture], per_model: list[dict], name: str) -> list:
+    cap = plans[name]
+    return [features(c[cap.node], cap) for c in per_model]
+
+
+def _accumulate(program, runner, plans, moments, batches, first=None) -> int:
+    """Add `first` (captured values) and every batch left in `batches` to `moments`; returns
+    how many batches were added."""
+    count = 0
+    for k, per_model in enumerate(itertools.chain([first] if first else [], batches), start=1):
+        if not isinstance(per_model, list):  # a batch, not yet run
+            per_model = _captured(program, runner, per_model, k)
+        count += 1
+        for name, cap in plans.items():
+            try:
+                moments[name].add(_unit_features(plans, per_model, name))
+            except NonFiniteFeatures as exc:
+                raise _non_finite(exc, name, cap) from exc
+    return count
+
+
+def _first(program: Program, runner: GraphRunner, batches) -> list[dict] | None:
+    """The captured values of this shard's first batch, or None for an empty shard."""
+    batch = next(batches, _EMPTY)
+    return None if batch is _EMPTY else _captured(program, runner, batch, 1)
+
+
+_EMPTY = object()
+
+
+def _share_shift(program: Program, moments: dict, plans: dict, first) -> None:
+    """Give every rank's moments the shift of the first rank with data, so that each batch's
+    float32 products are those one process over all the shards computes."""
+
+    def shifts():
+        out = {}
+        for name, cap in plans.items():
+            try:
+                out[name] = Moments.first_shift(_unit_features(plans, first, name))
+            except NonFiniteFeatures as exc:
+                raise _non_finite(exc, name, cap) from exc
+        return out
+
+    step = "collecting activation statistics"
+    local = program.team.agree(step, shifts) if first else program.team.agree(step, lambda: None)
+    for name, shift in shared_shift(program.team, local).items():
+        moments[name].shift = shift
+
+
+def _check_finite(moments: dict[str, Moments], plans: dict[str, Capture]) -> None:
+    for name, m in moments.items():
+        try:
+            m.check_finite()
+        except NonFiniteFeatures as exc:
+            raise _non_finite(exc, name, plans[name]) from exc
