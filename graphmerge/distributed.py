@@ -18,6 +18,7 @@ Without a process group (`current_team()` is None) none of this runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -70,6 +71,22 @@ def balance(sizes: dict[Hashable, int], ranks: int) -> dict[Hashable, int]:
     return out
 
 
+def _collective(method):
+    """A Team method whose collective fails when a peer died or timed out: `RankError`."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RuntimeError as exc:  # gloo/NCCL: a peer closed its connection, or the timeout
+            raise RankError(
+                f"rank {self.rank} of {self.size} lost the other ranks (one failed, left or "
+                f"took longer than the process group's timeout; see its messages): {exc}"
+            ) from exc
+
+    return run
+
+
 def _ranks(ranks: list[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
@@ -88,12 +105,14 @@ class Team:
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
 
+    @_collective
     def gather(self, value: Any) -> list:
         """Every rank's `value` (picklable), in rank order, on every rank."""
         out: list = [None] * self.size
         dist.all_gather_object(out, value)
         return out
 
+    @_collective
     def broadcast(self, value: Any, src: int) -> Any:
         """`value` of rank `src` (picklable), on every rank."""
         box = [value if self.rank == src else None]
@@ -145,12 +164,14 @@ class Team:
                 f"{'; '.join(problems)}. Give every rank the same config and weights files"
             )
 
+    @_collective
     def extreme(self, value: int, largest: bool) -> int:
         """The largest (or smallest) of every rank's integer `value`."""
         t = torch.tensor([value], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX if largest else dist.ReduceOp.MIN)
         return int(t.item())
 
+    @_collective
     def sum_arrays(self, arrays: list[np.ndarray], owner: int | None = None) -> None:
         """Sum contiguous float64 `arrays` over ranks, in place: on every rank (owner None, one
         all-reduce for them all) or on `owner` only (one reduce per array; what the other ranks'

@@ -25,7 +25,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-__all__ = ["DEFAULT_TIMEOUT", "join_from_env", "run_workers", "shard"]
+from graphmerge.distributed import Team, current_team
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "add_arguments",
+    "join_from_env",
+    "launch_merge",
+    "merge_team",
+    "run_workers",
+    "shard",
+]
 
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits in a collective for the others
 
@@ -46,6 +56,13 @@ def join_from_env(timeout: float = DEFAULT_TIMEOUT) -> bool:
         backend = "nccl"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return True
+
+
+def merge_team(timeout: float = DEFAULT_TIMEOUT) -> Team | None:
+    """This rank's `Team` when the environment describes a process group (torchrun), joined
+    here if need be; None for a single process."""
+    join_from_env(timeout)
+    return current_team()
 
 
 def _free_port() -> int:
@@ -96,6 +113,8 @@ def run_workers(
     torch threads (default: this machine's cores shared out). When a worker fails, the others
     get `timeout` seconds to finish before they are stopped (exit code -15).
     """
+    env_threads = os.environ.get("OMP_NUM_THREADS", "")
+    threads = threads or (int(env_threads) if env_threads.isdigit() else 0)
     threads = threads or max(1, (os.cpu_count() or 1) // nproc)
     ctx = mp.get_context("spawn")
     port = _free_port()
@@ -118,3 +137,52 @@ def run_workers(
     for p in procs:
         p.join()
     return [p.exitcode for p in procs]
+
+
+# ---------------------------------------------------------------------------------------------
+# `graphmerge merge --nproc N`
+
+
+def add_arguments(parser) -> None:
+    """`--nproc` and `--timeout` of `graphmerge merge`."""
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes on this machine (rank r reads batches r, r+N, ...); "
+        "under torchrun leave it out: the ranks come from the environment",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a rank waits for the others before it gives up (default {DEFAULT_TIMEOUT:.0f})",
+    )
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _cli(argv: list[str]) -> int:
+    from graphmerge.cli import main
+
+    return main(argv)
+
+
+def launch_merge(argv: list[str], nproc: int, timeout: float) -> int:
+    """Run `graphmerge <argv>` (without --nproc) on `nproc` local workers; the exit status is
+    0 when every worker succeeded, else the first failed worker's (1 if it was stopped)."""
+    codes = run_workers(_cli, nproc, (_without_nproc(argv),), timeout)
+    failed = [c for c in codes if c != 0]
+    return 0 if not failed else (failed[0] if failed[0] > 0 else 1)

@@ -106,3 +106,12 @@ def merge_mismatched(out: str, odd_rank: int) -> None:
     except gm.GraphMergeError as exc:
         (Path(out) / f"rank{rank}.txt").write_text(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def merge_after_crash(out: str, bad_rank: int) -> None:
+    """Rank `bad_rank` fails before it reaches the merge (its process ends); the others
+    merge and must fail (they wait in a collective the dead rank never joins)."""
+    if dist.get_rank() == bad_rank:
+        raise RuntimeError("this rank crashed before the merge")
+    merged = gm.merge(models("cnn"), batches(2), progress=False)
+    torch.save(merged.state_dict(), Path(out) / f"rank{dist.get_rank()}.pt")
