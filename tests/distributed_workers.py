@@ -115,3 +115,24 @@ def merge_after_crash(out: str, bad_rank: int) -> None:
         raise RuntimeError("this rank crashed before the merge")
     merged = gm.merge(models("cnn"), batches(2), progress=False)
     torch.save(merged.state_dict(), Path(out) / f"rank{dist.get_rank()}.pt")
+
+
+# factories for `graphmerge merge` configs (tests/test_distributed.py writes them)
+def build_poisoned() -> nn.Module:
+    return models("poisoned")[0]
+
+
+def build_poisoned_other() -> nn.Module:
+    return models("poisoned")[1]
+
+
+def poisoned_calibration() -> list[torch.Tensor]:
+    """4 batches; batch 3 (rank 1's second of two ranks) is refused by `PoisonedCNN`."""
+    data = batches(4)
+    data[3] = data[3].clone()
+    data[3].reshape(-1)[0] = 1000.0
+    return data
+
+
+def calibration() -> list[torch.Tensor]:
+    return batches(4)
