@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 import graphmerge as gm
+import graphmerge.passes.moments as moments_module
 from graphmerge.passes.collect_features import collect_moments
 
 
@@ -62,11 +63,15 @@ def batches(n: int = 5, size: int = 6) -> list[torch.Tensor]:
 
 
 def merge_shard(out: str, family: str, split: list[list[int]], options: dict) -> None:
-    """Merge `family` on batches split[rank]; save merged weights, assignments, the base
-    states and the moments (Σx, Σxxᵀ, count) of the groups this rank owns."""
+    """Merge `family` on batches split[rank] with `options` (and "small_bytes": the size up to
+    which sums are all-reduced); save merged weights, assignments, the base states and the
+    moments (Σx, Σxxᵀ, count) of the groups this rank owns."""
     rank = dist.get_rank()
     data = batches()
     shard = [data[i] for i in split[rank]]
+    options = dict(options)
+    if "small_bytes" in options:  # 0: every group's sums reduced to its owner only
+        moments_module.SMALL_BYTES = options.pop("small_bytes")
     merged, program = gm.merge(
         models(family), shard, progress=False, return_program=True, **options
     )

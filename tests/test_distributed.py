@@ -37,22 +37,27 @@ def _run(fn, nproc: int, *args, timeout: float = 60.0) -> list[int]:
     return run_workers(fn, nproc, args, timeout=timeout, threads=1)
 
 
-def _single(family: str):
+def _single(family: str, options: dict):
     """The merge one process makes over all the batches."""
-    return gm.merge(workers.models(family), workers.batches(), progress=False, return_program=True)
+    return gm.merge(
+        workers.models(family), workers.batches(), progress=False, return_program=True, **options
+    )
 
 
 @pytest.mark.parametrize(
-    "family,split",
+    "family,split,options",
     [
-        ("cnn", [[0, 2, 4], [1, 3]]),  # 2 ranks, batch i on rank i mod 2
-        ("vit", [[0, 1, 2], [3, 4], []]),  # 3 ranks: fewer batches on one, none on another
+        # 2 ranks, batch i on rank i mod 2; small statistics: all-reduced
+        ("cnn", [[0, 2, 4], [1, 3]], {}),
+        # 3 ranks, fewer batches on one, none on another; every group reduced to its owner
+        ("vit", [[0, 1, 2], [3, 4], []], {"small_bytes": 0}),
+        # weight matching's sweeps, each visit on its group's owner
+        ("vit", [[0, 2, 4], [1, 3]], {"method": "weight_matching"}),
     ],
 )
-def test_statistics_and_merge_equal_one_process(tmp_path, family, split):
-    assert _run(workers.merge_shard, len(split), str(tmp_path), family, split, {}) == [0] * len(
-        split
-    )
+def test_statistics_and_merge_equal_one_process(tmp_path, family, split, options):
+    codes = _run(workers.merge_shard, len(split), str(tmp_path), family, split, options)
+    assert codes == [0] * len(split)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(len(split))]
     # every rank: the same merged model, bit for bit, and the same owners
     for other in ranks[1:]:
@@ -61,7 +66,7 @@ def test_statistics_and_merge_equal_one_process(tmp_path, family, split):
             assert torch.equal(other["merged"][key], value), key
     # owners spread over the ranks (largest first to the least loaded)
     assert len(set(ranks[0]["owners"].values())) == min(len(split), len(ranks[0]["owners"]))
-    merged, program = _single(family)
+    merged, program = _single(family, {k: v for k, v in options.items() if k != "small_bytes"})
     for name, a in program.assignments.items():
         for mine, theirs in zip(a.targets, ranks[0]["assignments"][name], strict=True):
             np.testing.assert_array_equal(mine, theirs)
