@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from graphmerge.errors import GraphMergeError
+from graphmerge.errors import RankError
 
 __all__ = ["SMALL_BYTES", "RankError", "Team", "balance", "current_team", "tensor_digest"]
 
@@ -36,10 +36,6 @@ T = TypeVar("T")
 # Statistics at most this large are summed on every rank in one all-reduce; larger ones are
 # reduced to their owner rank only (one copy instead of one per rank).
 SMALL_BYTES = 1 << 20
-
-
-class RankError(GraphMergeError):
-    """A step failed on some ranks, or the ranks disagree; the message names the ranks."""
 
 
 def current_team() -> Team | None:
