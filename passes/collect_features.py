@@ -17,11 +17,13 @@ are read from the captured tensors in place where their layout allows (conv maps
 matrices) and multiplied in float32 BLAS with float64 sums (see passes/moments.py).
 Nothing is kept across batches: memory is O(Σ groups (N·units)²), never O(samples);
 blocks="cross" keeps only the blocks a permutation matcher reads ((N-1)·units² per group).
+Across processes (`program.team`) each rank reads its shard, the moments are summed over the
+ranks and each group's correlation is kept by its owner only (the others mark it as held
+elsewhere).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import math
@@ -30,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import fx
-from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
+from graphmerge.passes.graph_runner import GraphRunner
 from graphmerge.passes.moments import (
     BLOCKS,
     Moments,
@@ -46,7 +48,7 @@ from graphmerge.passes.moments import (
 from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import AXES, Program
 from graphmerge.similarities import SimilarityStore
-from graphmerge.trace import check_batch, eval_mode, normalize_inputs, trace
+from graphmerge.trace import check_batch, eval_mode
 from graphmerge.units import group_units, leaf_coords
 
 __all__ = [
@@ -190,71 +192,6 @@ def features(value: torch.Tensor, cap: Capture) -> torch.Tensor:
     return x.to(torch.float32).T.unsqueeze(0)
 
 
-class GraphRunner:
-    """Runs the traced graph with any model's weights and returns the captured values only.
-
-    The graph is cut down to what the capture nodes need (its own outputs are dropped).
-    """
-
-    def __init__(self, program: Program, capture_nodes: list[str]):
-        self.program = program
-        self.capture_nodes = list(dict.fromkeys(capture_nodes))
-        self._by_shape: dict[tuple, tuple] = {}
-        self._add(self._key(program.example_inputs), program.traced)
-
-    @staticmethod
-    def _key(inputs) -> tuple:
-        args, kwargs = normalize_inputs(inputs)
-        return tuple(
-            (k, tuple(v.shape))
-            for k, v in [*enumerate(args), *sorted(kwargs.items())]
-            if isinstance(v, torch.Tensor)
-        )
-
-    def _add(self, key, traced) -> None:
-        graph = copy.deepcopy(traced.graph)
-        nodes = {n.name: n for n in graph.nodes}
-        missing = [n for n in self.capture_nodes if n not in nodes]
-        if missing:
-            raise InputError(
-                f"the graph traced for input shapes {key} lacks capture nodes "
-                f"{missing[:3]}; use calibration batches of one shape"
-            )
-        out = next(n for n in graph.nodes if n.op == "output")
-        out.args = (tuple(nodes[n] for n in self.capture_nodes),)
-        graph.eliminate_dead_code()
-        module = fx.GraphModule(traced.program.graph_module, graph)
-        self._by_shape[key] = (traced, module)
-
-    def __call__(self, state: dict, inputs) -> dict[str, torch.Tensor]:
-        """Capture node name -> its value, running the graph with `state` on `inputs`."""
-        key = self._key(inputs)
-        if key not in self._by_shape:
-            self._add(key, trace(self.program.model, inputs))
-        traced, module = self._by_shape[key]
-        ep = traced.program
-        args, kwargs = normalize_inputs(inputs)
-        example_kwargs = normalize_inputs(self.program.example_inputs)[1]
-        kwargs = {k: kwargs[k] for k in example_kwargs if k in kwargs} | kwargs
-        user = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
-        flat, user_iter = [], iter(user)
-        for spec in ep.graph_signature.input_specs:
-            kind = spec.kind.name
-            if kind in ("PARAMETER", "BUFFER"):
-                flat.append(
-                    state[spec.target] if spec.target in state else ep.constants[spec.target]
-                )
-            elif kind in ("CONSTANT_TENSOR", "CUSTOM_OBJ"):
-                flat.append(ep.constants[spec.target])
-            elif kind == "USER_INPUT":
-                flat.append(next(user_iter))
-            else:
-                raise InputError(f"unsupported exported input kind {kind}")
-        with torch.no_grad():
-            caught = module(*flat)
-        return dict(zip(self.capture_nodes, caught))
-
-
 def _plans(program: Program, names) -> dict[str, Capture]:
     free = [g.name for g in program.free_groups()]
     if names is not None:
@@ -348,10 +285,11 @@ def collect_moments(
                     "the calibration data is empty: pass an iterable of at least one batch"
                 )
         else:
-            step = "collecting activation statistics"
-            first = team.agree(step, lambda: _first(program, runner, batches))
-            _share_shift(program, moments, plans, first)
-            team.agree(step, lambda: _accumulate(program, runner, plans, moments, batches, first))
+            first = _shared_first(program, runner, plans, moments, batches)
+            team.agree(
+                "collecting activation statistics",
+                lambda: _accumulate(program, runner, plans, moments, batches, first),
+            )
             moments = sum_over_ranks(team, moments, program.owners)
     check = functools.partial(_check_finite, moments, plans)
     check() if team is None else team.agree("checking the summed statistics", check)
@@ -384,32 +322,28 @@ def _accumulate(program, runner, plans, moments, batches, first=None) -> int:
     return count
 
 
-def _first(program: Program, runner: GraphRunner, batches) -> list[dict] | None:
-    """The captured values of this shard's first batch, or None for an empty shard."""
-    batch = next(batches, _EMPTY)
-    return None if batch is _EMPTY else _captured(program, runner, batch, 1)
+def _shared_first(program, runner, plans, moments, batches) -> list[dict] | None:
+    """Across processes: run this shard's first batch (None for an empty shard) and give every
+    rank's moments the shift of the first rank with data, so that each batch's float32
+    products are those one process over all the shards computes."""
 
-
-_EMPTY = object()
-
-
-def _share_shift(program: Program, moments: dict, plans: dict, first) -> None:
-    """Give every rank's moments the shift of the first rank with data, so that each batch's
-    float32 products are those one process over all the shards computes."""
-
-    def shifts():
-        out = {}
+    def first():
+        batch = next(batches, None)
+        if batch is None:
+            return None, None
+        per_model = _captured(program, runner, batch, 1)
+        shifts = {}
         for name, cap in plans.items():
             try:
-                out[name] = Moments.first_shift(_unit_features(plans, first, name))
+                shifts[name] = Moments.first_shift(_unit_features(plans, per_model, name))
             except NonFiniteFeatures as exc:
                 raise _non_finite(exc, name, cap) from exc
-        return out
+        return per_model, shifts
 
-    step = "collecting activation statistics"
-    local = program.team.agree(step, shifts) if first else program.team.agree(step, lambda: None)
+    per_model, local = program.team.agree("collecting activation statistics", first)
     for name, shift in shared_shift(program.team, local).items():
         moments[name].shift = shift
+    return per_model
 
 
 def _check_finite(moments: dict[str, Moments], plans: dict[str, Capture]) -> None:
