@@ -8,7 +8,8 @@ size: the full ones take a quarter of an hour per merge on this 2-core machine),
 on N worker processes (graphmerge.launch.run_workers: gloo, one torch thread each), rank r
 reading calibration batches r, r+N, ... Rank 0 reports each stage's seconds (program.timings; a
 stage ends on every rank together, at its last collective), the wall time of `gm.merge`, and a
-hash of the assignments, which must be the same for every N. `statistics s` is reset_bn +
+hash of the assignments, which must be the same for every N. `--repeat` runs the process counts
+interleaved (1, 2, 1, 2, ...): the machine may be shared. `statistics s` is reset_bn +
 collect_features: the stages that read the calibration data, the ones that scale with it.
 
 `--write` saves benchmarks/results/distributed.md and .json.
@@ -85,7 +86,8 @@ def measure(pair: str, size: str, method: str, nproc: int, batches: int) -> dict
 
 
 def markdown(rows: list[dict], command: str) -> str:
-    """The results table, with each row's speed-up of statistics over 1 process."""
+    """The results table; a row's speed-up is its statistics time against the 1-process row
+    before it (process counts run interleaved, so both saw about the same machine load)."""
     lines = [
         (
             f"`{command}` on {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} "
@@ -124,13 +126,15 @@ def main(argv=None) -> None:
     parser.add_argument("--method", default="mudsc")
     parser.add_argument("--nproc", default="1,2", help="process counts, e.g. 1,2")
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (all ranks)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each process count")
     parser.add_argument("--write", action="store_true", help="save benchmarks/results/")
     args = parser.parse_args(argv)
     rows = []
     for pair in args.pairs.split(","):
-        for n in (int(v) for v in args.nproc.split(",")):
-            rows.append(measure(pair, args.size, args.method, n, args.batches))
-            print(json.dumps(rows[-1]), flush=True)
+        for _ in range(args.repeat):
+            for n in (int(v) for v in args.nproc.split(",")):
+                rows.append(measure(pair, args.size, args.method, n, args.batches))
+                print(json.dumps(rows[-1]), flush=True)
     command = "python -m benchmarks.distributed " + " ".join(sys.argv[1:] if argv is None else argv)
     table = markdown(rows, command.strip())
     print(table)
