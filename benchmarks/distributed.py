@@ -10,7 +10,9 @@ reading calibration batches r, r+N, ... Rank 0 reports each stage's seconds (pro
 stage ends on every rank together, at its last collective), the wall time of `gm.merge`, and a
 hash of the assignments, which must be the same for every N. `--repeat` runs the process counts
 interleaved (1, 2, 1, 2, ...): the machine may be shared. `statistics s` is reset_bn +
-collect_features: the stages that read the calibration data, the ones that scale with it.
+collect_features: the stages that read the calibration data, the ones that scale with it;
+`CPU s per rank` is the CPU time each rank spent in them (process time: what the work split
+gives, whatever else the machine runs; waiting in a collective costs none).
 
 `--write` saves benchmarks/results/distributed.md and .json.
 """
@@ -42,6 +44,28 @@ def _digest(assignments) -> str:
     return h.hexdigest()
 
 
+def _time_cpu(cpu: dict) -> None:
+    """Record each statistics pass's CPU seconds of this process in `cpu` (wraps the entries
+    of the pipeline list `gm.merge` runs)."""
+    import dataclasses
+
+    from graphmerge.passes import PIPELINE
+
+    def timed(fn, name):
+        def run(program):
+            start = time.process_time()
+            try:
+                return fn(program)
+            finally:
+                cpu[name] = time.process_time() - start
+
+        return run
+
+    for i, p in enumerate(PIPELINE):
+        if p.name in ("reset_bn", "collect_features"):
+            PIPELINE[i] = dataclasses.replace(p, fn=timed(p.fn, p.name))
+
+
 def _worker(pair: str, size: str, method: str, batches: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -54,9 +78,12 @@ def _worker(pair: str, size: str, method: str, batches: int, out: str) -> None:
     spec = PAIRS[pair].sizes[size]
     data = calibration(pair, size, (batches, spec.batch, spec.seq))
     mine = shard(data, rank, nproc)
+    cpu: dict[str, float] = {}
+    _time_cpu(cpu)
     start = time.perf_counter()
     _, program = gm.merge(models, mine, method=method, progress=False, return_program=True)
     total = time.perf_counter() - start
+    Path(out).with_suffix(f".cpu{rank}").write_text(json.dumps(sum(cpu.values())))
     if rank == 0:
         row = {
             "pair": pair,
@@ -82,7 +109,8 @@ def measure(pair: str, size: str, method: str, nproc: int, batches: int) -> dict
         codes = run_workers(_worker, nproc, (pair, size, method, batches, out), threads=1)
         if any(codes):
             return {"pair": pair, "nproc": nproc, "status": f"failed: exit codes {codes}"}
-        return {**json.loads(Path(out).read_text()), "status": "ok"}
+        cpu = [json.loads(Path(out).with_suffix(f".cpu{r}").read_text()) for r in range(nproc)]
+        return {**json.loads(Path(out).read_text()), "status": "ok", "statistics_cpu_s": cpu}
 
 
 def markdown(rows: list[dict], command: str) -> str:
@@ -95,10 +123,10 @@ def markdown(rows: list[dict], command: str) -> str:
             "with other jobs (the 1-minute load average when each merge ended is its own column)."
         ),
         "",
-        "| pair | calibration | method | processes | statistics s | speed-up | "
+        "| pair | calibration | method | processes | statistics s | speed-up | CPU s per rank | "
         + " | ".join(STAGES)
         + " | merge s | assignments | load |",
-        "|---|---|---|---:|---:|---:|" + "---:|" * len(STAGES) + "---:|---|---:|",
+        "|---|---|---|---:|---:|---:|---|" + "---:|" * len(STAGES) + "---:|---|---:|",
     ]
     base: dict[tuple, float] = {}
     for r in rows:
@@ -113,7 +141,8 @@ def markdown(rows: list[dict], command: str) -> str:
         stages = " | ".join(f"{r['stage_s'][s]:.2f}" for s in STAGES)
         lines.append(
             f"| {r['pair']} ({r['size']}) | {r['calibration']} | {r['method']} | {r['nproc']} | "
-            f"{stats:.2f} | {speed} | {stages} | {r['total_s']:.2f} | `{r['assignments']}` | "
+            f"{stats:.2f} | {speed} | {' / '.join(f'{c:.2f}' for c in r['statistics_cpu_s'])} | "
+            f"{stages} | {r['total_s']:.2f} | `{r['assignments']}` | "
             f"{r['loadavg']:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ compares (merged weights, assignments, the summed moments it owns) under `out/ra
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -141,3 +142,12 @@ def poisoned_calibration() -> list[torch.Tensor]:
 
 def calibration() -> list[torch.Tensor]:
     return batches(4)
+
+
+def merge_with_stuck_rank(out: str, bad_rank: int) -> None:
+    """Rank `bad_rank` hangs before the merge; the others must give up after the process
+    group's timeout."""
+    if dist.get_rank() == bad_rank:
+        time.sleep(600)
+    merged = gm.merge(models("cnn"), batches(2), progress=False)
+    torch.save(merged.state_dict(), Path(out) / f"rank{dist.get_rank()}.pt")

@@ -108,6 +108,16 @@ def test_a_dead_rank_fails_the_others_within_the_timeout(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_stuck_rank_fails_every_rank_after_the_timeout(tmp_path):
+    """Rank 1 never reaches the merge: rank 0 gives up after the group's 5 s timeout, and the
+    launcher stops rank 1 once the timeout has passed again."""
+    start = time.monotonic()
+    codes = _run(workers.merge_with_stuck_rank, 2, str(tmp_path), 1, timeout=5.0)
+    assert all(c != 0 for c in codes), codes
+    assert time.monotonic() - start < 60
+    assert not list(tmp_path.iterdir())
+
+
 def _cli(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "graphmerge", "merge", str(config), "--out", str(out)]
