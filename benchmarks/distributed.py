@@ -169,8 +169,9 @@ def main(argv=None) -> None:
     print(table)
     if args.write:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "distributed.md").write_text(table)
-        (RESULTS / "distributed.json").write_text(json.dumps(rows, indent=1))
+        stem = RESULTS / "distributed"
+        stem.with_suffix(".md").write_text(table)
+        stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

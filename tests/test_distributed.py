@@ -181,3 +181,17 @@ def test_shard_gives_batch_i_to_rank_i_mod_n():
         "m.pt",
     ]
     assert _without_nproc(["merge", "--nproc=3", "c.yaml"]) == ["merge", "c.yaml"]
+
+
+def test_a_group_held_elsewhere_is_in_the_store_but_not_readable_here():
+    from graphmerge.similarities import SimilarityStore
+
+    store = SimilarityStore()
+    store["mine"] = np.eye(2)
+    store.hold_elsewhere("theirs", 1)
+    assert "theirs" in store and "mine" in store
+    assert list(store) == ["mine"] and len(store) == 1
+    with pytest.raises(KeyError, match="held by rank 1"):
+        store["theirs"]
+    store["theirs"] = np.eye(3)  # an owner's matrix replaces the mark
+    assert store["theirs"].shape == (3, 3)
