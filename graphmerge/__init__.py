@@ -2,7 +2,7 @@
 
 Public API (README.md describes each): `permutation_groups`, `shuffle`, `analyze`, `merge`,
 `reset_bn_stats`, `export_onnx`; records `PermutationGroup`, `Member`, `Structure`,
-`CaptureSite`; errors `GraphMergeError` and subclasses, `ExportError`.
+`CaptureSite`; errors `GraphMergeError` and subclasses (`RankError` across processes), `ExportError`.
 """
 
 from graphmerge.api import Analysis, analyze, permutation_groups, shuffle
@@ -10,6 +10,7 @@ from graphmerge.errors import (
     CheckpointError,
     GraphMergeError,
     InputError,
+    RankError,
     ResourceError,
     TraceError,
     VerifyError,
@@ -30,6 +31,7 @@ __all__ = [
     "Member",
     "MergeOptions",
     "PermutationGroup",
+    "RankError",
     "ResourceError",
     "Structure",
     "TraceError",

@@ -33,6 +33,7 @@ from graphmerge.loading import (
     load_state_dict,
     load_weights,
     parse_input_shape,
+    save_state,
     staged_outputs,
 )
 from graphmerge.render import (
@@ -246,6 +247,9 @@ def _add_merge(parser: argparse.ArgumentParser) -> None:
         help="memory budget, e.g. 8GB (default: what the machine has free); statistics are "
         "then collected in several passes and kept on disk as needed",
     )
+    from graphmerge.launch import add_arguments
+
+    add_arguments(parser)  # --nproc, --timeout
 
 
 def _memory_size(text: str) -> str:
@@ -256,16 +260,6 @@ def _memory_size(text: str) -> str:
     except InputError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return text
-
-
-def _save_state(state: dict, path: Path) -> None:
-    state = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file(state, str(path))
-    else:
-        torch.save(state, str(path))
 
 
 def _merge_outputs(args: argparse.Namespace, config: Any) -> dict[str, Path]:
@@ -285,33 +279,49 @@ def _run_merge(args: argparse.Namespace) -> int:
     import time
 
     from graphmerge.config import load_config
+    from graphmerge.launch import launch_merge, merge_team, shard
     from graphmerge.merge import merge
 
+    if args.nproc > 1:
+        return launch_merge(args.argv, args.nproc, args.timeout)
+    team = merge_team(args.timeout)  # under torchrun: this rank's place, else None
+    rank = team.rank if team else 0
     config = load_config(args.config)
     targets = _merge_outputs(args, config)
     models = [build_model(m.factory, m.weights) for m in config.models]
     data = config.data.load() if config.data else None
+    data = shard(data, rank, team.size) if team and data is not None else data
     start = time.perf_counter()
     merged, program = merge(
         models,
         data,
         options=config.options,
-        progress=not args.no_progress,
+        progress=not args.no_progress and rank == 0,
         strict=args.strict,
         return_program=True,
         **({"memory_budget": args.max_memory} if args.max_memory else {}),
     )
     seconds = time.perf_counter() - start
-    with staged_outputs(targets) as staged:  # both files appear only if both were written
-        _save_state(merged.state_dict(), staged["--out"])
-        if "--onnx" in staged:
-            from graphmerge.export import export_onnx
 
-            export_onnx(merged, program.example_inputs, staged["--onnx"])
+    def write() -> None:
+        with staged_outputs(targets) as staged:  # both files appear only if both were written
+            save_state(merged.state_dict(), staged["--out"])
+            if "--onnx" in staged:
+                from graphmerge.export import export_onnx
+
+                export_onnx(merged, program.example_inputs, staged["--onnx"])
+
+    if team is None:
+        write()
+    else:  # rank 0 writes; every rank fails if that fails
+        team.agree("writing the outputs", write if rank == 0 else lambda: None)
+        if rank:
+            return 0
     solved = len(program.assignments)
     free = len(program.free_groups())
     print(
-        f"merged {len(models)} x {type(models[0]).__name__} with {config.method} "
+        f"merged {len(models)} x {type(models[0]).__name__} with {config.method}"
+        f"{f' on {team.size} ranks' if team else ''} "
         f"in {seconds:.1f} s: {solved} groups solved ({free} free of {len(program.groups)}); "
         f"{_aligned_line(program)}"
     )
@@ -455,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     previous = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:

@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "GraphMergeError",
     "InputError",
+    "RankError",
     "ResourceError",
     "TraceError",
     "VerifyError",
@@ -39,3 +40,8 @@ class VerifyError(GraphMergeError):
 
 class ResourceError(GraphMergeError, MemoryError):
     """A stage ran out of memory; the message names the stage, the size and what lowers it."""
+
+
+class RankError(GraphMergeError):
+    """Across processes: a step failed on some ranks, or the ranks disagree (different models or
+    options); the message names the ranks."""

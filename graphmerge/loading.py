@@ -40,6 +40,7 @@ __all__ = [
     "load_weights",
     "parse_input_shape",
     "save_atomic",
+    "save_state",
     "staged_outputs",
 ]
 
@@ -393,6 +394,17 @@ def check_outputs(
                 raise InputError(f"{where} and {other} are the same file; give two paths")
         done[label] = target
     return done
+
+
+def save_state(state: dict, path: Path) -> None:
+    """Write a state dict to `path`: safetensors for a .safetensors name, else torch.save."""
+    state = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, str(path))
 
 
 @contextlib.contextmanager

@@ -7,6 +7,12 @@ batch), used for activation statistics and to reset BatchNorm statistics. The in
 modified: BatchNorm resets of the base models happen on copies. The merge is one run of the
 pass pipeline (`graphmerge.passes.PIPELINE`) over a `Program` holding the models, the data and
 one validated `MergeOptions`.
+
+Across processes: when torch.distributed has a default process group of several ranks (e.g.
+under `torchrun`), every rank calls `merge` with the same models and options and its own shard of
+the calibration data (one rank's may be empty); the statistics are summed over the ranks, the
+groups solved on their owner ranks, and every rank returns the same merged model (see
+`graphmerge.distributed`). Models or options that differ between ranks are refused (`RankError`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from graphmerge.distributed import Team, current_team, tensor_digest
 from graphmerge.errors import InputError
 from graphmerge.options import MATCHER_NAMES, METHODS, MergeOptions
 from graphmerge.passes import PIPELINE
@@ -105,6 +112,29 @@ def _example(data, example_inputs, options: MergeOptions, name: str):
     return example
 
 
+def _start_on_ranks(team: Team, models, data, example_inputs, opts: MergeOptions):
+    """`check_models`, `_batches` and `_example` across processes: each rank checks its own
+    models and shard (which may be empty), the models and options must hash the same on every
+    rank, and the example traced is the first batch of the first rank with data."""
+    models = team.agree("checking the models", lambda: check_models(models))
+    digests = {f"model {i}": tensor_digest(m.state_dict()) for i, m in enumerate(models)}
+    digests["the options"] = repr(dataclasses.replace(opts, progress=False))
+    team.check_same(digests)
+    data = team.agree("reading the calibration data", lambda: _batches(data))
+    first = None if data is None else next(iter(data), None)
+    has = team.gather(first is not None)
+    if example_inputs is None and any(has):
+        example_inputs = team.broadcast(first, has.index(True))
+    name = type(models[0]).__name__
+
+    def check():
+        if first is None and example_inputs is not None:  # an empty shard
+            return example_inputs
+        return _example(data, example_inputs, opts, name)
+
+    return models, data, team.agree("checking the calibration data", check)
+
+
 def merge(
     models,
     data=None,
@@ -140,11 +170,15 @@ def merge(
     if method is not None:
         overrides["method"] = method
     opts = dataclasses.replace(options or MergeOptions(), **overrides)
-    models = check_models(models)
-    data = _batches(data)
-    example = _example(data, example_inputs, opts, type(models[0]).__name__)
+    team = current_team()
+    if team is None:
+        models = check_models(models)
+        data = _batches(data)
+        example = _example(data, example_inputs, opts, type(models[0]).__name__)
+    else:
+        models, data, example = _start_on_ranks(team, models, data, example_inputs, opts)
     program = Program(
-        model=models[0], example_inputs=example, options=opts, models=models, data=data
+        model=models[0], example_inputs=example, options=opts, models=models, data=data, team=team
     )
     program = run_passes(program, PIPELINE)
     return (program.result, program) if return_program else program.result

@@ -29,6 +29,7 @@ from graphmerge.records import PermutationGroup
 
 if TYPE_CHECKING:  # records made by passes; the core never imports passes at run time
     from graphmerge.assignment import Assignment
+    from graphmerge.distributed import Team
     from graphmerge.trace import Inputs, Traced
 
 __all__ = [
@@ -88,6 +89,9 @@ class Program:
     reset on copies), `features` (activation moments per group), `capture_plans`,
     `assignments` (per group), `merged_state` and `result` (the merged module, or the partial
     merge's GraphModule).
+    Across processes (graphmerge.distributed): `team` (this rank's place; None in one process),
+    `data` is this rank's shard, and `owners` maps each free group to the rank that holds its
+    summed statistics and solves it (families of a heads group share one).
     """
 
     model: nn.Module
@@ -95,6 +99,8 @@ class Program:
     options: MergeOptions = field(default_factory=MergeOptions)
     models: list[nn.Module] = field(default_factory=list)
     data: Iterable | None = None
+    team: Team | None = None
+    owners: dict[str, int] = field(default_factory=dict)
     traced: Traced | None = None
     store: SpaceStore | None = None
     param_axes: dict = field(default_factory=dict)

@@ -10,7 +10,8 @@
 A merge whose statistics do not fit its memory budget keeps them here: each group's matrix is
 written to a `.npy` file in a private temporary folder when the in-memory share is full, read
 back when the solve visits the group, and the folder is removed when the store is closed or
-garbage-collected.
+garbage-collected. Across processes, a group whose statistics another rank holds (and solves)
+is marked with `hold_elsewhere`: it is `in` the store, but reading it is an error.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class SimilarityStore:
         self._files: dict[str, Path] = {}
         self._folder: Path | None = None
         self._finalizer = None
+        self._elsewhere: dict[str, int] = {}
         self.held = 0
 
     def __setitem__(self, name: str, matrix: np.ndarray) -> None:
@@ -52,16 +54,24 @@ class SimilarityStore:
             return self._memory[name]
         if name in self._files:
             return np.load(self._files[name], allow_pickle=False)
+        if name in self._elsewhere:
+            raise KeyError(f"{name}: its statistics are held by rank {self._elsewhere[name]}")
         raise KeyError(name)
 
+    def hold_elsewhere(self, name: str, rank: int) -> None:
+        """Mark `name` as held by another rank (`rank`): `in` the store, not readable here."""
+        self.pop(name)
+        self._elsewhere[name] = int(rank)
+
     def pop(self, name: str) -> None:
+        self._elsewhere.pop(name, None)
         if name in self._memory:
             self.held -= self._memory.pop(name).nbytes
         if name in self._files:
             self._files.pop(name).unlink(missing_ok=True)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._memory or name in self._files
+        return name in self._memory or name in self._files or name in self._elsewhere
 
     def __iter__(self) -> Iterator[str]:
         yield from self._memory

@@ -6,7 +6,7 @@ Reads: `program.merged_state`, `program.models`, `program.data`, `program.option
 A full merge is a new instance of the first model's class with the merged weights, its
 BatchNorm statistics recomputed on the calibration data (as MuDSC and ZipIt do); a partial merge
 (`stop_at`) is the GraphModule `build_partial` makes: the merged trunk, then each model's own
-tail on its original weights.
+tail on its original weights. Across processes, every rank builds the same model.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import copy
 import torch
 from torch import nn
 
+from graphmerge.distributed import tensor_digest
 from graphmerge.passes.partial import build_partial
-from graphmerge.passes.reset_bn import reset_bn_stats
+from graphmerge.passes.reset_bn import reset_bn_on_shards
 from graphmerge.program import Program
 
 __all__ = ["build_module"]
@@ -41,13 +42,23 @@ def _with_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _same_on_every_rank(team, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` when every rank rewrote the same bits (the same assignments and weights), else
+    rank 0's (machines whose arithmetic differs in the last bit)."""
+    if len(set(team.gather(tensor_digest(state)))) == 1:
+        return state
+    return team.broadcast(state if team.rank == 0 else None, 0)
+
+
 def build_module(program: Program) -> Program:
     """Fill `program.result` (see module docstring)."""
     opts = program.options
     models = program.models or [program.model]
+    if program.team is not None:
+        program.merged_state = _same_on_every_rank(program.team, program.merged_state)
     merged = _with_state(models[0], program.merged_state)
     if opts.reset_bn and program.data is not None:
-        reset_bn_stats(merged, program.data, program.example_inputs)
+        reset_bn_on_shards(program, merged)
     if opts.stop_at is None:
         program.result = merged
         return program

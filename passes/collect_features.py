@@ -17,27 +17,38 @@ are read from the captured tensors in place where their layout allows (conv maps
 matrices) and multiplied in float32 BLAS with float64 sums (see passes/moments.py).
 Nothing is kept across batches: memory is O(Σ groups (N·units)²), never O(samples);
 blocks="cross" keeps only the blocks a permutation matcher reads ((N-1)·units² per group).
+Across processes (`program.team`) each rank reads its shard, the moments are summed over the
+ranks and each group's correlation is kept by its owner only (the others mark it as held
+elsewhere).
 """
 
 from __future__ import annotations
 
-import copy
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import fx
-from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
 from graphmerge.errors import InputError
 from graphmerge.layout import Alt, Blk
-from graphmerge.passes.moments import BLOCKS, Moments, NonFiniteFeatures, blocks_read_by
+from graphmerge.passes.graph_runner import GraphRunner
+from graphmerge.passes.moments import (
+    BLOCKS,
+    Moments,
+    NonFiniteFeatures,
+    blocks_read_by,
+    shared_shift,
+    sum_over_ranks,
+)
 from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import AXES, Program
 from graphmerge.similarities import SimilarityStore
-from graphmerge.trace import check_batch, eval_mode, normalize_inputs, trace
+from graphmerge.trace import check_batch, eval_mode
 from graphmerge.units import group_units, leaf_coords
 
 __all__ = [
@@ -181,71 +192,6 @@ def features(value: torch.Tensor, cap: Capture) -> torch.Tensor:
     return x.to(torch.float32).T.unsqueeze(0)
 
 
-class GraphRunner:
-    """Runs the traced graph with any model's weights and returns the captured values only.
-
-    The graph is cut down to what the capture nodes need (its own outputs are dropped).
-    """
-
-    def __init__(self, program: Program, capture_nodes: list[str]):
-        self.program = program
-        self.capture_nodes = list(dict.fromkeys(capture_nodes))
-        self._by_shape: dict[tuple, tuple] = {}
-        self._add(self._key(program.example_inputs), program.traced)
-
-    @staticmethod
-    def _key(inputs) -> tuple:
-        args, kwargs = normalize_inputs(inputs)
-        return tuple(
-            (k, tuple(v.shape))
-            for k, v in [*enumerate(args), *sorted(kwargs.items())]
-            if isinstance(v, torch.Tensor)
-        )
-
-    def _add(self, key, traced) -> None:
-        graph = copy.deepcopy(traced.graph)
-        nodes = {n.name: n for n in graph.nodes}
-        missing = [n for n in self.capture_nodes if n not in nodes]
-        if missing:
-            raise InputError(
-                f"the graph traced for input shapes {key} lacks capture nodes "
-                f"{missing[:3]}; use calibration batches of one shape"
-            )
-        out = next(n for n in graph.nodes if n.op == "output")
-        out.args = (tuple(nodes[n] for n in self.capture_nodes),)
-        graph.eliminate_dead_code()
-        module = fx.GraphModule(traced.program.graph_module, graph)
-        self._by_shape[key] = (traced, module)
-
-    def __call__(self, state: dict, inputs) -> dict[str, torch.Tensor]:
-        """Capture node name -> its value, running the graph with `state` on `inputs`."""
-        key = self._key(inputs)
-        if key not in self._by_shape:
-            self._add(key, trace(self.program.model, inputs))
-        traced, module = self._by_shape[key]
-        ep = traced.program
-        args, kwargs = normalize_inputs(inputs)
-        example_kwargs = normalize_inputs(self.program.example_inputs)[1]
-        kwargs = {k: kwargs[k] for k in example_kwargs if k in kwargs} | kwargs
-        user = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
-        flat, user_iter = [], iter(user)
-        for spec in ep.graph_signature.input_specs:
-            kind = spec.kind.name
-            if kind in ("PARAMETER", "BUFFER"):
-                flat.append(
-                    state[spec.target] if spec.target in state else ep.constants[spec.target]
-                )
-            elif kind in ("CONSTANT_TENSOR", "CUSTOM_OBJ"):
-                flat.append(ep.constants[spec.target])
-            elif kind == "USER_INPUT":
-                flat.append(next(user_iter))
-            else:
-                raise InputError(f"unsupported exported input kind {kind}")
-        with torch.no_grad():
-            caught = module(*flat)
-        return dict(zip(self.capture_nodes, caught))
-
-
 def _plans(program: Program, names) -> dict[str, Capture]:
     free = [g.name for g in program.free_groups()]
     if names is not None:
@@ -304,6 +250,8 @@ def collect_features(program: Program) -> Program:
             corr = moments.pop(name).correlation()
             large = corr.shape[0] >= FLOAT32_FROM_UNITS
             program.features[name] = corr.astype(np.float32) if large else corr
+        for name in plans.keys() - program.features.keys():  # held by their owner ranks
+            program.features.hold_elsewhere(name, program.owners[name])
         program.capture_plans.update(plans)
     return program
 
@@ -316,34 +264,91 @@ def collect_moments(
     The traced graph runs once per model with its weights (`program.states`), cut to the
     capture sites of `names`. blocks: "all" (every block: what the zip matcher reads) or
     "cross" (model 0 x model i and the variances: all a permutation matcher reads; see
-    `blocks_read_by`). Returns the moments and the capture plans.
+    `blocks_read_by`). Returns the moments and the capture plans. Across processes
+    (`program.team`), each rank reads its shard and the moments returned are those of the groups
+    this rank owns (`program.owners`), summed over every rank's shard.
     """
     if blocks not in BLOCKS:
         raise InputError(f"blocks must be one of {list(BLOCKS)}, got {blocks!r}")
-    states, progress = program.states, program.options.progress
     plans = _plans(program, names)
     runner = GraphRunner(program, [p.node for p in plans.values()])
-    n_models = len(states)
+    n_models, team = len(program.states), program.team
     moments = {
         name: Moments(n_models, cap.positions.shape[1], blocks) for name, cap in plans.items()
     }
-    batches = 0
-    model_name = type(program.model).__name__
+    disable = not program.options.progress
+    batches = iter(tqdm(program.data, desc=desc, disable=disable, leave=False))
     with eval_mode(program.model):
-        for batch in tqdm(program.data, desc=desc, disable=not progress, leave=False):
-            batches += 1
-            check_batch(program.example_inputs, batch, batches, model_name)
-            per_model = [_run(runner, state, batch, batches, program) for state in states]
-            for name, cap in plans.items():
-                try:
-                    moments[name].add([features(c[cap.node], cap) for c in per_model])
-                except NonFiniteFeatures as exc:
-                    raise _non_finite(exc, name, cap) from exc
-    if batches == 0:
-        raise InputError("the calibration data is empty: pass an iterable of at least one batch")
-    for name, cap in plans.items():
-        try:
-            moments[name].check_finite()
-        except NonFiniteFeatures as exc:
-            raise _non_finite(exc, name, cap) from exc
+        if team is None:
+            if _accumulate(program, runner, plans, moments, batches) == 0:
+                raise InputError(
+                    "the calibration data is empty: pass an iterable of at least one batch"
+                )
+        else:
+            first = _shared_first(program, runner, plans, moments, batches)
+            team.agree(
+                "collecting activation statistics",
+                lambda: _accumulate(program, runner, plans, moments, batches, first),
+            )
+            moments = sum_over_ranks(team, moments, program.owners)
+    check = functools.partial(_check_finite, moments, plans)
+    check() if team is None else team.agree("checking the summed statistics", check)
     return moments, plans
+
+
+def _captured(program: Program, runner: GraphRunner, batch, k: int) -> list[dict]:
+    check_batch(program.example_inputs, batch, k, type(program.model).__name__)
+    return [_run(runner, state, batch, k, program) for state in program.states]
+
+
+def _unit_features(plans: dict[str, Capture], per_model: list[dict], name: str) -> list:
+    cap = plans[name]
+    return [features(c[cap.node], cap) for c in per_model]
+
+
+def _accumulate(program, runner, plans, moments, batches, first=None) -> int:
+    """Add `first` (captured values) and every batch left in `batches` to `moments`; returns
+    how many batches were added."""
+    count = 0
+    for k, per_model in enumerate(itertools.chain([first] if first else [], batches), start=1):
+        if not isinstance(per_model, list):  # a batch, not yet run
+            per_model = _captured(program, runner, per_model, k)
+        count += 1
+        for name, cap in plans.items():
+            try:
+                moments[name].add(_unit_features(plans, per_model, name))
+            except NonFiniteFeatures as exc:
+                raise _non_finite(exc, name, cap) from exc
+    return count
+
+
+def _shared_first(program, runner, plans, moments, batches) -> list[dict] | None:
+    """Across processes: run this shard's first batch (None for an empty shard) and give every
+    rank's moments the shift of the first rank with data, so that each batch's float32
+    products are those one process over all the shards computes."""
+
+    def first():
+        batch = next(batches, None)
+        if batch is None:
+            return None, None
+        per_model = _captured(program, runner, batch, 1)
+        shifts = {}
+        for name, cap in plans.items():
+            try:
+                shifts[name] = Moments.first_shift(_unit_features(plans, per_model, name))
+            except NonFiniteFeatures as exc:
+                raise _non_finite(exc, name, cap) from exc
+        return per_model, shifts
+
+    per_model, local = program.team.agree("collecting activation statistics", first)
+    for name, shift in shared_shift(program.team, local).items():
+        moments[name].shift = shift
+    return per_model
+
+
+def _check_finite(moments: dict[str, Moments], plans: dict[str, Capture]) -> None:
+    for name, m in moments.items():
+        try:
+            m.check_finite()
+        except NonFiniteFeatures as exc:
+            raise _non_finite(exc, name, plans[name]) from exc

@@ -24,9 +24,19 @@ import numpy as np
 import torch
 from scipy.linalg import blas
 
+from graphmerge.distributed import SMALL_BYTES, Team
+from graphmerge.errors import InputError
 from graphmerge.passes.matchers.similarity import correlation_from_moments
 
-__all__ = ["BLOCKS", "CHUNK", "Moments", "NonFiniteFeatures", "blocks_read_by"]
+__all__ = [
+    "BLOCKS",
+    "CHUNK",
+    "Moments",
+    "NonFiniteFeatures",
+    "blocks_read_by",
+    "shared_shift",
+    "sum_over_ranks",
+]
 
 BLOCKS = ("all", "cross")
 # Samples per float32 product (and per float32 sum before a float64 flush): the rounding error
@@ -82,7 +92,7 @@ class Moments:
         """Add one batch: xs[i] is model i's features, (parts, units, samples) float32, the
         same samples for every model. Raises NonFiniteFeatures on NaN/inf features."""
         if self.shift is None:
-            self.shift = torch.stack([_sums(x, i) / _samples(x) for i, x in enumerate(xs)])
+            self.shift = self.first_shift(xs)
         ys = [x - self.shift[i][None, :, None] for i, x in enumerate(xs)]
         u = self.units
         for i, y in enumerate(ys):
@@ -93,6 +103,21 @@ class Moments:
                 sq = y.square_().sum((0, 2)).double().numpy()
                 self.square[i * u : (i + 1) * u] += sq
         self.count += _samples(xs[0])
+
+    @staticmethod
+    def first_shift(xs: list[torch.Tensor]) -> torch.Tensor:
+        """The shift `add` takes from its first batch `xs`: each unit's mean there, (N, units)
+        float32. Shards that are summed later must share one (set `shift` before adding)."""
+        return torch.stack([_sums(x, i) / _samples(x) for i, x in enumerate(xs)])
+
+    def sums(self) -> list[np.ndarray]:
+        """The float64 sums that add up across shards of the data (views: adding into them adds
+        into the moments): Σy, Σy² and every block of Σ y yᵀ; with `count`, that is all."""
+        return [self.shifted_total, self.square, *self.pairs.values()]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.sums())
 
     def check_finite(self) -> None:
         """NonFiniteFeatures naming the models when a float32 product overflowed."""
@@ -155,6 +180,36 @@ def _mirror_upper(m: np.ndarray, band: int = 512) -> None:
         block = m[lo:hi, lo:hi]
         lower = np.tril_indices(hi - lo, -1)
         block[lower] = block.T[lower]
+
+
+def shared_shift(team: Team, local: dict | None) -> dict[str, torch.Tensor]:
+    """Group -> shift, as the first rank with data computed it from its first batch (`local`:
+    this rank's `Moments.first_shift` per group, None for an empty shard): with one shift on
+    every rank, each batch's float32 products are those one process over all shards makes."""
+    has = team.gather(local is not None)
+    if not any(has):
+        raise InputError(
+            f"the calibration data is empty on all {team.size} ranks: give each rank its "
+            "shard of the batches (at least one rank needs one)"
+        )
+    return team.broadcast(local, has.index(True))
+
+
+def sum_over_ranks(
+    team: Team, moments: dict[str, Moments], owners: dict[str, int]
+) -> dict[str, Moments]:
+    """Moments summed over every rank's shard, kept by their owners only (`owners`: group ->
+    rank): the counts and the small groups' sums in one all-reduce, each large group's sums
+    reduced to its owner."""
+    small = [n for n, m in moments.items() if m.nbytes <= SMALL_BYTES]
+    counts = np.array([m.count for m in moments.values()], dtype=np.float64)
+    team.sum_arrays([counts, *(a for n in small for a in moments[n].sums())])
+    for m, count in zip(moments.values(), counts, strict=True):
+        m.count = float(count)
+    for name, m in moments.items():
+        if name not in small:
+            team.sum_arrays(m.sums(), owner=owners[name])
+    return {n: m for n, m in moments.items() if owners[n] == team.rank}
 
 
 def _samples(x: torch.Tensor) -> int:

@@ -25,7 +25,7 @@ from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import Program
 from graphmerge.units import group_units
 
-__all__ = ["estimate_memory", "plan_merge"]
+__all__ = ["estimate_memory", "plan_merge", "plan_owners"]
 
 _F64 = 8
 
@@ -166,6 +166,28 @@ def _waves(program: Program, room: int, n_models: int) -> tuple[tuple[str, ...],
     return tuple(tuple(w) for w in waves if w)
 
 
+def plan_owners(program: Program, n_models: int) -> dict[str, int]:
+    """Free group -> the rank that holds its summed statistics and solves it: solve units (a
+    heads group and the groups nested in it together) balanced over the ranks by the bytes of
+    their moments. Refuses ranks whose analyses found different groups."""
+    from graphmerge.distributed import balance
+    from graphmerge.passes.solve_groups import solve_units
+
+    team = program.team
+    groups = "|".join(f"{g.name}:{g.size}:{g.frozen}" for g in program.groups)
+    team.check_same({"the permutation groups found": groups})
+    blocks = "cross" if program.options.resolved_matcher == "permute" else "all"
+    units = solve_units(program)
+    sizes = {
+        u: sum(_moment_bytes(_group_units(program, n), n_models, blocks) for n in u.names)
+        for u in units
+    }
+    owners = {n: rank for u, rank in balance(sizes, team.size).items() for n in (u.root, *u.names)}
+    for g in program.free_groups():  # groups no solve unit holds are collected, never solved
+        owners.setdefault(g.name, 0)
+    return owners
+
+
 def plan_merge(program: Program) -> Program:
     """Validate `stop_at`, estimate the merge's memory and cut the statistics into waves."""
     opts = program.options
@@ -176,6 +198,9 @@ def plan_merge(program: Program) -> Program:
     n_models = max(len(program.models), 2)
     budget = opts.budget_bytes or available_memory()
     held = resident_bytes()
+    if program.team is not None:  # one plan on every rank: the tightest budget, the largest hold
+        budget, held = program.team.extreme(budget, False), program.team.extreme(held, True)
+        program.owners = plan_owners(program, n_models)
     if held >= budget:
         raise ResourceError(
             f"the models and the traced program already take {format_bytes(held)}, more than "

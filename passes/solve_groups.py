@@ -141,15 +141,18 @@ def mudsc(program: Program) -> dict[str, Assignment]:
     weights = WeightVectors(program, program.states, cache_bytes=room)
     blocks = "cross" if matcher == "permute" else "all"  # what the matcher reads
     assign = {n: _identity(program, n, n_models) for u in units for n in (u.root, *u.children)}
-    blind = []
-    for unit in units:  # initialise from activations
-        if all(n in act for n in unit.names) and alpha < 1:
-            assign.update(_match_unit(program, unit, act, matcher, n_models, options))
-        else:
-            blind.append(unit)
-    for unit in blind:  # no activation statistics (or alpha=1): start from the weights
-        sims = {n: weights.correlation(n, assign, blocks) for n in unit.names}
-        assign.update(_match_unit(program, unit, sims, matcher, n_models, options))
+    seeded = [u for u in units if all(n in act for n in u.names) and alpha < 1]
+    for result in _solve_each(  # initialise from activations (independent groups)
+        program, seeded, lambda u: _match_unit(program, u, act, matcher, n_models, options)
+    ):
+        assign.update(result)
+    for unit in (u for u in units if u not in seeded):  # no activations (or alpha=1): weights
+
+        def start(unit=unit):
+            sims = {n: weights.correlation(n, assign, blocks) for n in unit.names}
+            return _match_unit(program, unit, sims, matcher, n_models, options)
+
+        assign.update(_on_owner(program, unit, start))
     if alpha <= 0 or not units or opts.iters == 0:
         return assign
     gen = torch.Generator().manual_seed(opts.seed)
@@ -167,13 +170,16 @@ def mudsc(program: Program) -> dict[str, Assignment]:
                 key = (k, *(_version(assign, d) for n in unit.names for d in weights.depends_on(n)))
                 result = seen.get(key)
                 if result is None:
-                    sims = {
-                        n: _mixed(weights.correlation(n, assign, blocks), act, n, alpha)
-                        for n in unit.names
-                    }
-                    fresh = all(n in act for n in unit.names)
-                    result = _match_unit(program, unit, sims, matcher, n_models, options, fresh)
-                    seen[key] = result
+
+                    def visit(unit=unit, assign=assign):
+                        sims = {
+                            n: _mixed(weights.correlation(n, assign, blocks), act, n, alpha)
+                            for n in unit.names
+                        }
+                        fresh = all(n in act for n in unit.names)
+                        return _match_unit(program, unit, sims, matcher, n_models, options, fresh)
+
+                    result = seen[key] = _on_owner(program, unit, visit)
                 assign.update(_keep_unchanged(assign, result))
                 scores.append(result[unit.root].score)
             score = float(np.mean(scores))
@@ -189,6 +195,41 @@ def mudsc(program: Program) -> dict[str, Assignment]:
             if stale >= opts.patience:
                 break
     return best
+
+
+# -- across processes (graphmerge.distributed) -------------------------------------------------
+# The activation initialisations are independent (each reads its own group's statistics), so
+# each owner rank matches its groups in parallel. The sweeps (MuDSC's and weight matching's) are
+# Gauss-Seidel: a visit's S reads the current assignments of the groups its weights touch, so
+# visits run one at a time, each on its group's owner (which holds its statistics), and every
+# rank applies the result: all ranks end with the same assignments.
+def _solve_each(program: Program, units: list[SolveUnit], fn) -> list:
+    """[fn(unit) for unit in units]; across processes each owner runs its own units."""
+    team = program.team
+    if team is None:
+        return [fn(u) for u in units]
+    rank = team.rank
+    mine = team.agree(
+        "solving groups",
+        lambda: {k: fn(u) for k, u in enumerate(units) if program.owners[u.root] == rank},
+    )
+    every = {k: r for part in team.gather(mine) for k, r in part.items()}
+    return [_fresh(every[k]) for k in range(len(units))]
+
+
+def _on_owner(program: Program, unit: SolveUnit, fn):
+    """fn(): here in one process; across processes on the unit's owner, shared with all."""
+    team = program.team
+    if team is None:
+        return fn()
+    return _fresh(team.on_owner(program.owners[unit.root], f"solving group {unit.root}", fn))
+
+
+def _fresh(result: dict[str, Assignment] | None) -> dict[str, Assignment] | None:
+    """Assignments as new objects of this process (versions key caches per process)."""
+    if result is None:
+        return None
+    return {n: Assignment(a.targets, a.n_merged, a.score, a.zip) for n, a in result.items()}
 
 
 def _version(assign: dict[str, Assignment], name: str) -> int | None:
@@ -218,12 +259,16 @@ def weight_matching(program: Program) -> dict[str, Assignment]:
         for _ in range(opts.iters):
             progress_made = False
             for k in torch.randperm(len(units), generator=gen).tolist():
-                unit = units[k]
-                sims = {n: weights.gram(n, assign, "cross").raw_blocks() for n in unit.names}
-                old = sum(_objective(sims[n], assign[n]) for n in unit.names)
-                result = _match_unit(program, unit, sims, "permute", n_models, {})
-                new = sum(_objective(sims[n], result[n]) for n in unit.names)
-                if new > old + 1e-12:
+
+                def visit(unit=units[k], assign=assign):  # the better assignment, or None
+                    sims = {n: weights.gram(n, assign, "cross").raw_blocks() for n in unit.names}
+                    old = sum(_objective(sims[n], assign[n]) for n in unit.names)
+                    result = _match_unit(program, unit, sims, "permute", n_models, {})
+                    new = sum(_objective(sims[n], result[n]) for n in unit.names)
+                    return result if new > old + 1e-12 else None
+
+                result = _on_owner(program, units[k], visit)
+                if result is not None:
                     assign.update(result)
                     progress_made = True
             bar.update(1)

@@ -22,6 +22,7 @@ LAYERS = {
     "graphmerge.assignment": CORE,
     "graphmerge.trace": CORE,
     "graphmerge.permute": CORE,
+    "graphmerge.distributed": CORE,
     "graphmerge.rule_context": CORE,
     "graphmerge.rules": CORE,
     "graphmerge.passes": PASSES,
@@ -35,6 +36,7 @@ LAYERS = {
     "graphmerge.render": API,
     "graphmerge.batches": API,
     "graphmerge.cli": CLI,
+    "graphmerge.launch": CLI,
     "graphmerge.__main__": CLI,
     "graphmerge": CLI,  # the package's __init__ re-exports the public API
 }
