@@ -69,10 +69,25 @@ def _capture_bytes(program: Program) -> int:
 
 
 def _largest_activation(program: Program) -> int:
-    sizes = [
+    """The largest tensor a statistics forward computes: the graph is cut to the capture nodes
+    (a language model's vocabulary-sized logits are never computed), so only their ancestors."""
+    sites = {g.capture.node: g.capture.arg for g in program.free_groups() if g.capture}
+    todo = []
+    for node in program.traced.graph.nodes:
+        if node.name in sites:  # the captured value: the node, or the argument it reads
+            arg = sites[node.name]
+            todo.append(node if arg < 0 else node.args[arg])
+    todo = [n for n in todo if isinstance(n, torch.fx.Node)]
+    seen: set = set()
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(node.all_input_nodes)
+    sizes = [  # computed tensors: weights and inputs (placeholders) are counted elsewhere
         n.meta["val"].numel() * n.meta["val"].element_size()
-        for n in program.traced.graph.nodes
-        if isinstance(n.meta.get("val"), torch.Tensor)
+        for n in seen
+        if n.op != "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)
     ]
     return max(sizes, default=0)
 

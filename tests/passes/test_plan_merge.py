@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import pytest
@@ -33,6 +34,12 @@ def _pair(name: str):
 def test_statistics_in_waves_give_the_same_merge(name, matcher, monkeypatch):
     model, twin, data = _pair(name)
     reference = gm.merge([model, twin], data, matcher=matcher, progress=False)
+    # models this small peak in the solve or the rewrite, where waves do not help; the real
+    # ones (a GPT-2's 3.8 GB of moments) peak in the statistics: count only those here
+    parts = plan_module._parts
+    monkeypatch.setattr(
+        plan_module, "_parts", lambda *a: dataclasses.replace(parts(*a), working=0, merged=0)
+    )
     program = compile_program(model, data[0])
     program.options = MergeOptions(matcher=matcher)
     groups = len(program.free_groups())
