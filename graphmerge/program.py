@@ -86,7 +86,8 @@ class Program:
     Merge (plan_merge .. build_module): `memory_plan` (the estimate, the budget, the waves of
     groups the statistics are collected in), `states` (each base model's weights, after a BatchNorm
     reset on copies), `features` (activation moments per group), `capture_plans`,
-    `assignments` (per group), `merged_state` and `result` (the merged module, or the partial
+    `assignments` (per group), `merged_state`, `refinements` (per layer weight: what the least-squares
+refit and the statistics repair did, or why they left it) and `result` (the merged module, or the partial
     merge's GraphModule).
     """
 
@@ -112,6 +113,7 @@ class Program:
     capture_plans: dict[str, Any] = field(default_factory=dict)  # name -> Capture
     assignments: dict[str, Assignment] = field(default_factory=dict)
     merged_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    refinements: dict[str, str] = field(default_factory=dict)  # weight -> what refine_weights did
     result: Any = None
     # caches derived from the fields above (axis layout -> position index)
     axis_index: dict = field(default_factory=dict, repr=False)
