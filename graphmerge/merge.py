@@ -85,11 +85,17 @@ def _batches(data) -> list | object:
     return data
 
 
+def _needing_data(options: MergeOptions) -> str:
+    if options.spec.needs_data and options.uses_activations:
+        return f"method {options.method!r}"
+    return f"refine={options.refine!r}" if options.refine is not None else "repair=True"
+
+
 def _example(data, example_inputs, options: MergeOptions, name: str):
     """The inputs to trace with; checks the calibration batches' structure against it."""
     if data is None and (options.needs_data or example_inputs is None):
         raise InputError(
-            f"method {options.method!r} needs calibration data: pass data=[batch, ...]"
+            f"{_needing_data(options)} needs calibration data: pass data=[batch, ...]"
             if options.needs_data
             else "pass example_inputs (or data) to trace the models"
         )

@@ -120,7 +120,10 @@ class MergeOptions:
         if not isinstance(self.ridge, (int, float)) or isinstance(self.ridge, bool):
             _fail("ridge", f"ridge must be a number, got {self.ridge!r}")
         if not 0.0 < self.ridge < float("inf"):
-            _fail("ridge", f"ridge must be > 0 (relative to the mean input variance), got {self.ridge}")
+            _fail(
+                "ridge",
+                f"ridge must be > 0 (relative to the mean input variance), got {self.ridge}",
+            )
         if not isinstance(self.repair, bool):
             _fail("repair", f"repair must be True or False, got {self.repair!r}")
         if self.memory_budget is not None:

@@ -84,11 +84,11 @@ class Program:
     and for a merge `models` (never modified) and `data` (calibration batches).
     Analysis (trace .. verify_groups): `traced`, the axis facts, `groups` and their `spaces`.
     Merge (plan_merge .. build_module): `memory_plan` (the estimate, the budget, the waves of
-    groups the statistics are collected in), `states` (each base model's weights, after a BatchNorm
-    reset on copies), `features` (activation moments per group), `capture_plans`,
-    `assignments` (per group), `merged_state`, `refinements` (per layer weight: what the least-squares
-refit and the statistics repair did, or why they left it) and `result` (the merged module, or the partial
-    merge's GraphModule).
+    groups the statistics are collected in), `states` (each base model's weights, after a
+    BatchNorm reset on copies), `features` (activation moments per group), `capture_plans`,
+    `assignments` (per group), `merged_state`, `refinements` (per layer weight: what the
+    least-squares refit and the statistics repair did, or why they left it) and `result` (the
+    merged module, or the partial merge's GraphModule).
     """
 
     model: nn.Module

@@ -1,7 +1,7 @@
 """Layer statistics for the refit and the repair: which layers, and their streamed moments.
 
-`find_layers` lists the linear and convolution layers of the traced graph whose weights carry a
-solved group (in graph order), with the reason each other such layer is left as rewritten.
+`find_layers` lists the linear and convolution layers of the traced graph (in graph order), with
+the reason each other such layer is left as rewritten.
 `LayerStats` streams, for one layer, the second moments a least-squares refit and a statistics
 repair need: of the merged model's own layer input x (a linear layer's input rows, a
 convolution's unfolded patches) and of the target t (the models' layer outputs mapped into the
@@ -34,8 +34,9 @@ class Layer:
     """One refittable layer: its node, the input node, its parameters (state-dict names).
 
     kind: "linear" or "conv"; conv: (kernel, stride, padding, dilation) as 2-tuples (a conv1d is
-    a conv2d of height 1); out_grouped: its output units carry a solved group; batch_norm: the
-    (running_mean, running_var) names of a BatchNorm that reads its output alone, else None.
+    a conv2d of height 1); out_grouped: its output units are a free group's (hidden units);
+    batch_norm: the (running_mean, running_var) names of a BatchNorm that reads its output
+    alone, else None.
     """
 
     node: str
@@ -92,16 +93,18 @@ def _batch_norm(program: Program, node: fx.Node) -> tuple[str, str] | None:
 def find_layers(program: Program, nodes=None) -> tuple[list[Layer], dict[str, str]]:
     """(layers in graph order, {weight name: why it is left as rewritten}).
 
-    A layer is a linear or conv1d/conv2d node whose weight has a solved group on an axis;
-    nodes: only nodes in this set (a partial merge's trunk); a weight read by several nodes is
-    left as rewritten.
+    A layer is a linear or conv1d/conv2d node whose weight is a parameter; nodes: only nodes in
+    this set (a partial merge's trunk); a weight read by several nodes, a grouped convolution
+    and string padding are left as rewritten. `out_grouped`: the weight's output axis carries a
+    free group (hidden units; a model output is frozen).
     """
-    solved = set(program.assignments)
+    free = {g.name for g in program.free_groups()}
     names = program.space_names
+    lay = program.axis_layouts
     grouped = {
-        key
-        for key, lay in program.axis_layouts.items()
-        if any(names.get(s) in solved for s in program.store.leaves(lay))
+        key[0]
+        for key in lay
+        if key[1] == 0 and any(names.get(s) in free for s in program.store.leaves(lay[key]))
     }
     reads: dict[str, int] = {}
     candidates = []
@@ -113,7 +116,7 @@ def find_layers(program: Program, nodes=None) -> tuple[list[Layer], dict[str, st
         if weight is None:
             continue
         reads[weight] = reads.get(weight, 0) + 1
-        if (nodes is None or node in nodes) and any(k[0] == weight for k in grouped):
+        if nodes is None or node in nodes:
             candidates.append((node, weight))
     layers, skipped = [], {}
     for node, weight in candidates:
@@ -136,7 +139,7 @@ def find_layers(program: Program, nodes=None) -> tuple[list[Layer], dict[str, st
                 bias,
                 "linear" if conv is None else "conv",
                 conv,
-                (weight, 0) in grouped,
+                weight in grouped,
                 _batch_norm(program, node),
             )
         )

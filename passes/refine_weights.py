@@ -5,7 +5,7 @@ Reads: `program.merged_state` (the rewrite), `program.assignments`, `program.sta
 Writes: `program.merged_state` (refit/repaired weights, BatchNorm statistics) and
 `program.refinements` (per layer weight: what was done, or why it was left as rewritten).
 
-In graph order, for each linear/conv layer with a solved group on its weight (`find_layers`),
+In graph order, for each linear/conv layer (`find_layers`; "average" merges are refit too),
 one pass over the calibration data streams the second moments of the merged model's own input
 to the layer (with the layers before it already refit) and of the target: the models' outputs
 of that layer mapped into the merged units and averaged (M_iᵀ y_i, as `rewrite` maps weights;
@@ -16,7 +16,7 @@ a zip's merged unit averages its cluster). Then:
   λ = ridge · tr(C_xx) / d. The ridge pulls directions the data does not span (dead units, rank
   deficiency, fewer merged units than inputs) back to the rewrite's weights; with λ > 0 the
   system is positive definite and solved by Cholesky.
-- repair=True: each merged unit that is a solved group's unit and feeds no BatchNorm is scaled
+- repair=True: each merged hidden unit (a free group's) that feeds no BatchNorm is scaled
   and shifted so that its mean and std on the data are the average of its cluster's means and
   stds in the models (REPAIR; without a bias, scaled only). Its statistics come from the same
   moments: E[Wx + b] and diag(W C_xx Wᵀ).
@@ -53,9 +53,9 @@ __all__ = ["fit_least_squares", "refine_weights"]
 
 def refine_weights(program: Program) -> Program:
     """Refit and/or repair the merged weights (see the module docstring); a no-op when both
-    options are off, without calibration data, or when no group was solved."""
+    options are off or without calibration data."""
     opts = program.options
-    if not opts.refines or program.data is None or not program.assignments:
+    if not opts.refines or program.data is None:
         return program
     nodes = trunk_nodes(program, opts.stop_at) if opts.stop_at is not None else None
     layers, skipped = find_layers(program, nodes)
