@@ -137,6 +137,12 @@ def merge(
         up to and including it and keep each model's own tail. The result is then a torch.fx
         GraphModule returning the tuple of the models' outputs (combine="tuple") or their
         concatenation along the last axis (combine="concat").
+        refine=None | "least_squares": after matching, refit each linear/conv layer's merged
+        weights, in graph order, by ridge least squares so that, on `data`, it maps the merged
+        model's own inputs to the matched average of the models' outputs (PLeaS, in closed
+        form; `ridge`, default 1e-3, is relative to the mean input variance; one pass over
+        `data` per layer). repair=False: scale and shift each merged hidden unit that feeds no
+        BatchNorm to the average of its matched units' mean and std on `data` (REPAIR).
     Returns the merged module (and the `Program` when return_program=True).
     """
     names = set(MergeOptions.field_types()) - {"method"}

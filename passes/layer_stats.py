@@ -94,7 +94,7 @@ def find_layers(program: Program, nodes=None) -> tuple[list[Layer], dict[str, st
     """(layers in graph order, {weight name: why it is left as rewritten}).
 
     A layer is a linear or conv1d/conv2d node whose weight is a parameter; nodes: only nodes in
-    this set (a partial merge's trunk); a weight read by several nodes, a grouped convolution
+    this set (a partial merge's trunk); a shared or tied weight or bias, a grouped convolution
     and string padding are left as rewritten. `out_grouped`: the weight's output axis carries a
     free group (hidden units; a model output is frozen).
     """
@@ -106,24 +106,18 @@ def find_layers(program: Program, nodes=None) -> tuple[list[Layer], dict[str, st
         for key in lay
         if key[1] == 0 and any(names.get(s) in free for s in program.store.leaves(lay[key]))
     }
-    reads: dict[str, int] = {}
-    candidates = []
+    layers, skipped = [], {}
     for node in program.traced.graph.nodes:
-        target = str(node.target)
-        if node.op != "call_function" or target not in _LINEAR | _CONV:
+        if node.op != "call_function" or str(node.target) not in _LINEAR | _CONV:
             continue
         weight = _param(program, node.args[1])
-        if weight is None:
+        if weight is None or (nodes is not None and node not in nodes):
             continue
-        reads[weight] = reads.get(weight, 0) + 1
-        if nodes is None or node in nodes:
-            candidates.append((node, weight))
-    layers, skipped = [], {}
-    for node, weight in candidates:
         bias = _param(program, node.args[2]) if len(node.args) > 2 else None
         conv = None
-        if reads[weight] > 1:
-            skipped[weight] = "its weight is read by several layers"
+        shared = [a for a in node.args[1:3] if isinstance(a, fx.Node) and len(a.users) > 1]
+        if shared or program.traced.aliases.get(weight) or program.traced.aliases.get(bias):
+            skipped[weight] = "its weight or bias is shared (read by another node, or tied)"
             continue
         if str(node.target) in _CONV:
             conv = _conv_geometry(node, program.states[0][weight].shape)

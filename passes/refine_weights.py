@@ -20,8 +20,9 @@ a zip's merged unit averages its cluster). Then:
   and shifted so that its mean and std on the data are the average of its cluster's means and
   stds in the models (REPAIR; without a bias, scaled only). Its statistics come from the same
   moments: E[Wx + b] and diag(W C_xx Wᵀ).
-- a layer read by a BatchNorm alone gets that BatchNorm's running statistics from the same
-  moments (when reset_bn), so the layers after it see what the final reset will give.
+- a refit layer read by a BatchNorm alone gets that BatchNorm's running statistics from the
+  same moments (when reset_bn), so the layers after it see what the final reset will give.
+  A repair alone makes no pass over the data for layers it leaves (BatchNorm's, the outputs').
 
 Memory: one layer's moments at a time, (d + units)² float64 with d the layer's input width
 (a convolution's in_channels · kernel area); time: one pass over the data per layer.
@@ -64,10 +65,18 @@ def refine_weights(program: Program) -> Program:
     maps = AxisMaps(program, program.assignments, len(program.states))
     desc = "graphmerge: refining layers"
     for layer in tqdm(layers, desc=desc, disable=not opts.progress, leave=False):
+        if opts.refine is None and not _repairs(layer):
+            program.refinements[layer.weight] = "unchanged"  # nothing to do: no pass over data
+            continue
         stats = _collect(program, layer, state, maps)
         program.refinements[layer.weight] = _update(program, layer, stats, state, maps)
     program.merged_state = state
     return program
+
+
+def _repairs(layer: Layer) -> bool:
+    """Whether repair=True rescales this layer: hidden units that feed no BatchNorm."""
+    return layer.out_grouped and layer.batch_norm is None
 
 
 def _collect(program: Program, layer: Layer, state: dict, maps: AxisMaps) -> LayerStats:
@@ -96,7 +105,7 @@ def _update(program: Program, layer: Layer, stats: LayerStats, state: dict, maps
     mean_x, cov_x = stats.input_moments(center=True)
     mean = w @ mean_x + (0.0 if b is None else b)
     var = np.einsum("ud,de,ue->u", w, cov_x, w)
-    if opts.repair and layer.out_grouped and layer.batch_norm is None:
+    if opts.repair and _repairs(layer):
         w, b, mean, var = _repair(stats, maps, layer, w, b, mean, var)
         done.append("repaired")
     state[layer.weight] = torch.from_numpy(w).reshape(ref.shape).to(ref.dtype)

@@ -157,3 +157,42 @@ def test_bad_options_name_the_field(field, value):
     with pytest.raises(OptionError, match=field) as info:
         MergeOptions(**{field: value})
     assert info.value.field == field
+
+
+class TiedNet(nn.Module):
+    """Token embedding tied to the output projection: the refit must leave the tied weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, ids):
+        h = self.fc2(torch.relu(self.fc1(self.emb(ids))))
+        return torch.nn.functional.linear(h, self.emb.weight)
+
+
+def test_tied_weights_are_left_as_rewritten():
+    models = _pair(TiedNet, seed=4)
+    data = [torch.randint(0, 20, (8, 5)) for _ in range(3)]
+    plain = gm.merge(models, data, progress=False)
+    refit, program = gm.merge(
+        models, data, refine="least_squares", progress=False, return_program=True
+    )
+    assert "shared" in program.refinements["emb.weight"]
+    assert program.refinements["fc1.weight"] == program.refinements["fc2.weight"] == "refit"
+    assert torch.equal(plain.emb.weight, refit.emb.weight)
+    assert not torch.equal(plain.fc1.weight, refit.fc1.weight)
+
+
+def test_config_parameters_take_the_options(tmp_path):
+    from graphmerge.config import load_config
+
+    path = tmp_path / "merge.yaml"
+    text = "models: [{factory: a.py:f}, {factory: a.py:f}]\nparameters: {%s}\n"
+    path.write_text(text % "refine: least_squares, ridge: 0.01, repair: true")
+    opts = load_config(path).options
+    assert (opts.refine, opts.ridge, opts.repair) == ("least_squares", 0.01, True)
+    path.write_text(text % "refine: adam")
+    with pytest.raises(gm.errors.InputError, match="refine"):
+        load_config(path)
