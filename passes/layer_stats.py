@@ -25,6 +25,7 @@ from graphmerge.program import Program
 __all__ = ["Layer", "LayerStats", "find_layers", "layer_inputs", "merged_target", "output_rows"]
 
 _LINEAR = {"aten.linear.default"}
+_ADDMM = {"aten.addmm.default"}  # GPT-2's Conv1D: addmm(bias, x, weight (in, out))
 _CONV = {"aten.conv1d.default", "aten.conv2d.default"}
 _BATCH_NORM = {"aten.batch_norm.default"}
 
@@ -36,7 +37,8 @@ class Layer:
     kind: "linear" or "conv"; conv: (kernel, stride, padding, dilation) as 2-tuples (a conv1d is
     a conv2d of height 1); out_grouped: its output units are a free group's (hidden units);
     batch_norm: the (running_mean, running_var) names of a BatchNorm that reads its output
-    alone, else None.
+    alone, else None; out_axis: the weight's axis of output units (1 for an addmm's (in, out)
+    weight, read as a linear layer).
     """
 
     node: str
@@ -47,6 +49,7 @@ class Layer:
     conv: tuple | None
     out_grouped: bool
     batch_norm: tuple[str, str] | None
+    out_axis: int = 0
 
     @property
     def unit_dim(self) -> int:
@@ -90,53 +93,70 @@ def _batch_norm(program: Program, node: fx.Node) -> tuple[str, str] | None:
     return None if None in names else (names[0], names[1])
 
 
+def _operands(node: fx.Node) -> tuple | None:
+    """(input, weight, bias) nodes of a linear, conv or plain addmm node, else None."""
+    target = str(node.target)
+    if node.op != "call_function" or target not in _LINEAR | _CONV | _ADDMM:
+        return None
+    if target in _ADDMM:  # addmm(bias, x, weight); beta / alpha would scale the terms
+        return None if node.kwargs else (node.args[1], node.args[2], node.args[0])
+    return node.args[0], node.args[1], node.args[2] if len(node.args) > 2 else None
+
+
+def _layer(program: Program, node: fx.Node, grouped: set) -> Layer | str | None:
+    """The node's `Layer`, why it is left as rewritten, or None when it is not a layer."""
+    operands = _operands(node)
+    if operands is None:
+        return None
+    source, w_arg, b_arg = operands
+    weight, bias = _param(program, w_arg), _param(program, b_arg)
+    if weight is None or (bias is None and b_arg is not None):
+        return None  # a product with an activation, or an addmm adding something else
+    shared = [a for a in (w_arg, b_arg) if isinstance(a, fx.Node) and len(a.users) > 1]
+    if shared or program.traced.aliases.get(weight) or program.traced.aliases.get(bias):
+        return "its weight or bias is shared (read by another node, or tied)"
+    conv = None
+    if str(node.target) in _CONV:
+        conv = _conv_geometry(node, program.states[0][weight].shape)
+        if isinstance(conv, str):
+            return conv
+    out_axis = 1 if str(node.target) in _ADDMM else 0
+    kind = "linear" if conv is None else "conv"
+    return Layer(
+        node.name,
+        source.name,
+        weight,
+        bias,
+        kind,
+        conv,
+        (weight, out_axis) in grouped,
+        _batch_norm(program, node),
+        out_axis,
+    )
+
+
 def find_layers(program: Program, nodes=None) -> tuple[list[Layer], dict[str, str]]:
     """(layers in graph order, {weight name: why it is left as rewritten}).
 
-    A layer is a linear or conv1d/conv2d node whose weight is a parameter; nodes: only nodes in
-    this set (a partial merge's trunk); a shared or tied weight or bias, a grouped convolution
-    and string padding are left as rewritten. `out_grouped`: the weight's output axis carries a
-    free group (hidden units; a model output is frozen).
+    A layer is a linear, addmm or conv1d/conv2d node whose weight is a parameter; nodes: only
+    nodes in this set (a partial merge's trunk); a shared or tied weight or bias, a grouped
+    convolution and string padding are left as rewritten. `out_grouped`: the weight's output
+    axis carries a free group (hidden units; a model output is frozen).
     """
     free = {g.name for g in program.free_groups()}
-    names = program.space_names
-    lay = program.axis_layouts
+    names, lay = program.space_names, program.axis_layouts
     grouped = {
-        key[0]
-        for key in lay
-        if key[1] == 0 and any(names.get(s) in free for s in program.store.leaves(lay[key]))
+        key for key in lay if any(names.get(s) in free for s in program.store.leaves(lay[key]))
     }
     layers, skipped = [], {}
     for node in program.traced.graph.nodes:
-        if node.op != "call_function" or str(node.target) not in _LINEAR | _CONV:
+        if nodes is not None and node not in nodes:
             continue
-        weight = _param(program, node.args[1])
-        if weight is None or (nodes is not None and node not in nodes):
-            continue
-        bias = _param(program, node.args[2]) if len(node.args) > 2 else None
-        conv = None
-        shared = [a for a in node.args[1:3] if isinstance(a, fx.Node) and len(a.users) > 1]
-        if shared or program.traced.aliases.get(weight) or program.traced.aliases.get(bias):
-            skipped[weight] = "its weight or bias is shared (read by another node, or tied)"
-            continue
-        if str(node.target) in _CONV:
-            conv = _conv_geometry(node, program.states[0][weight].shape)
-            if isinstance(conv, str):
-                skipped[weight] = conv
-                continue
-        source = node.args[0]
-        layers.append(
-            Layer(
-                node.name,
-                source.name,
-                weight,
-                bias,
-                "linear" if conv is None else "conv",
-                conv,
-                weight in grouped,
-                _batch_norm(program, node),
-            )
-        )
+        found = _layer(program, node, grouped)
+        if isinstance(found, Layer):
+            layers.append(found)
+        elif found is not None:
+            skipped[_param(program, _operands(node)[1])] = found
     return layers, skipped
 
 
@@ -167,7 +187,7 @@ def merged_target(maps: AxisMaps, layer: Layer, rows: list[torch.Tensor]) -> lis
     n = len(rows)
     out = []
     for i, r in enumerate(rows):
-        merge = maps.merge((layer.weight, 0), i)
+        merge = maps.merge((layer.weight, layer.out_axis), i)
         out.append(r / n if merge is None else apply_merge(r, 1, merge[0], merge[1]))
     return out
 

@@ -96,7 +96,9 @@ def _update(program: Program, layer: Layer, stats: LayerStats, state: dict, maps
     """Refit / repair one layer in `state`; returns what was done."""
     opts = program.options
     ref = state[layer.weight]
-    w = ref.detach().double().reshape(ref.shape[0], -1).numpy()
+    w = ref.detach().double().movedim(layer.out_axis, 0)
+    shape = w.shape
+    w = w.reshape(shape[0], -1).numpy()
     b = None if layer.bias is None else state[layer.bias].detach().double().numpy()
     done = []
     if opts.refine == "least_squares":
@@ -108,7 +110,8 @@ def _update(program: Program, layer: Layer, stats: LayerStats, state: dict, maps
     if opts.repair and _repairs(layer):
         w, b, mean, var = _repair(stats, maps, layer, w, b, mean, var)
         done.append("repaired")
-    state[layer.weight] = torch.from_numpy(w).reshape(ref.shape).to(ref.dtype)
+    w = torch.from_numpy(w).reshape(shape).movedim(0, layer.out_axis)
+    state[layer.weight] = w.contiguous().to(ref.dtype)
     if b is not None:
         state[layer.bias] = torch.from_numpy(b).to(state[layer.bias].dtype)
     if layer.batch_norm is not None and opts.reset_bn and done:
@@ -149,7 +152,7 @@ def _merged_units(maps: AxisMaps, layer: Layer, per_model: np.ndarray) -> np.nda
     n = per_model.shape[0]
     total = np.zeros(per_model.shape[1])
     for i, v in enumerate(per_model):
-        merge = maps.merge((layer.weight, 0), i)
+        merge = maps.merge((layer.weight, layer.out_axis), i)
         t = torch.from_numpy(v)
         t = t / n if merge is None else apply_merge(t, 0, merge[0], merge[1])
         total += t.numpy()

@@ -196,3 +196,26 @@ def test_config_parameters_take_the_options(tmp_path):
     path.write_text(text % "refine: adam")
     with pytest.raises(gm.errors.InputError, match="refine"):
         load_config(path)
+
+
+class DepthwiseNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.c2 = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return self.c2(torch.relu(self.dw(torch.relu(self.c1(x)))))
+
+
+def test_grouped_convolutions_are_left_as_rewritten():
+    models = _pair(DepthwiseNet, seed=5)
+    data = [torch.randn(8, 2, 6, 6) for _ in range(3)]
+    plain = gm.merge(models, data, progress=False)
+    refit, program = gm.merge(
+        models, data, refine="least_squares", progress=False, return_program=True
+    )
+    assert program.refinements["dw.weight"] == "a grouped convolution (groups=8)"
+    assert program.refinements["c1.weight"] == program.refinements["c2.weight"] == "refit"
+    assert torch.equal(plain.dw.weight, refit.dw.weight)
