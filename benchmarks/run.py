@@ -59,8 +59,8 @@ ROOT = Path(__file__).resolve().parent
 METHODS = COMPARED  # key -> (label, gm.merge method, options)
 ALPHAS = [round(0.1 * i, 1) for i in range(11)]  # the zip sweep (the plot)
 ALPHA_GRID = ALPHAS[1:-1]  # the paper's grid for alpha*; the permute sweep
-STAGES = ["reset_bn", "collect_features", "solve_groups", "rewrite"]
-ORDER = ["reset_bn", "compile", "collect_features", "solve_groups", "rewrite"]
+STAGES = ["reset_bn", "collect_features", "solve_groups", "rewrite", "refine_weights"]
+ORDER = ["reset_bn", "compile", "collect_features", "solve_groups", "rewrite", "refine_weights"]
 
 # Settings per (quick, full). train_limit / test_limit subsample images of all classes (None: all);
 # cal_limit is the number of calibration images (activations, BatchNorm reset), select_limit the
