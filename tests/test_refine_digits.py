@@ -49,3 +49,15 @@ def test_least_squares_rescues_a_permutation(pair):
     plain = _scores([a, b], data, cal, matcher="permute")
     refit = _scores([a, b], data, cal, matcher="permute", refine="least_squares")
     assert refit["joint"] >= plain["joint"] + 0.08, (name, plain, refit)
+
+
+def test_repair_helps_the_mlp(pair):
+    """Measured: MLP joint 81.3 -> 82.7 with repair=True. On the CNN, whose convolutions feed
+    BatchNorm (already repaired by the reset), only its linear layer is repaired (83.6 -> 83.3):
+    repair stays off by default."""
+    name, data, a, b, cal = pair
+    if name != "mlp":
+        pytest.skip("BatchNorm model: the statistics reset already repairs its convolutions")
+    plain = _scores([a, b], data, cal)
+    repaired = _scores([a, b], data, cal, repair=True)
+    assert repaired["joint"] >= plain["joint"] + 0.005, (plain, repaired)
