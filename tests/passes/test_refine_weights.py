@@ -223,3 +223,15 @@ def test_grouped_convolutions_are_left_as_rewritten():
     assert program.refinements["dw.weight"] == "a grouped convolution (groups=8)"
     assert program.refinements["c1.weight"] == program.refinements["c2.weight"] == "refit"
     assert torch.equal(plain.dw.weight, refit.dw.weight)
+
+
+def test_the_memory_plan_counts_the_refit():
+    """The plan has a refine_weights stage when a refit is asked for: at least the largest
+    layer's input moments (d² float64: ConvNet's c2 reads 8·3·3 = 72 features)."""
+    models = _pair(ConvNet)
+    data = [torch.randn(8, 2, 9, 9) for _ in range(2)]
+    _, plain = gm.merge(models, data, progress=False, return_program=True)
+    _, refit = gm.merge(models, data, refine="least_squares", progress=False, return_program=True)
+    assert "refine_weights" not in plain.memory_plan.stages
+    extra = refit.memory_plan.stages["refine_weights"] - refit.memory_plan.stages["build_module"]
+    assert extra >= 8 * 72 * 72
