@@ -53,6 +53,7 @@ from graphmerge_examples.tasks import (
 
 from .memory import RSSSampler
 from .models import ARCHS, build, model_kwargs
+from .refine_table import refine_summary
 
 ROOT = Path(__file__).resolve().parent
 
@@ -623,6 +624,10 @@ def run(
     overview += summary(results) + ["", "### The paper's ordering", ""] + ordering(results)
     overview += ["", "### Merge time and memory per stage (MuDSC zip, mean over pairs)", ""]
     overview += speed_summary(results) + [""]
+    beyond = refine_summary(results)
+    if beyond:
+        overview += ["### Beyond MuDSC: least-squares refit and repair (joint accuracy)", ""]
+        overview += beyond + [""]
     markdown = "\n".join(header + overview + body)
     if out is not None:
         out = Path(out)
@@ -680,9 +685,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.summarize is not None:
         results = json.loads(args.summarize.read_text())["results"]
-        print(
-            "\n".join(summary(results) + [""] + ordering(results) + [""] + speed_summary(results))
-        )
+        lines = summary(results) + [""] + ordering(results) + [""] + speed_summary(results)
+        print("\n".join(lines + [""] + refine_summary(results)))
         return
     torch.set_num_threads(args.threads)
     archs = args.archs.split(",")
