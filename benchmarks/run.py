@@ -53,14 +53,15 @@ from graphmerge_examples.tasks import (
 
 from .memory import RSSSampler
 from .models import ARCHS, build, model_kwargs
+from .refine_table import refine_summary
 
 ROOT = Path(__file__).resolve().parent
 
 METHODS = COMPARED  # key -> (label, gm.merge method, options)
 ALPHAS = [round(0.1 * i, 1) for i in range(11)]  # the zip sweep (the plot)
 ALPHA_GRID = ALPHAS[1:-1]  # the paper's grid for alpha*; the permute sweep
-STAGES = ["reset_bn", "collect_features", "solve_groups", "rewrite"]
-ORDER = ["reset_bn", "compile", "collect_features", "solve_groups", "rewrite"]
+STAGES = ["reset_bn", "collect_features", "solve_groups", "rewrite", "refine_weights"]
+ORDER = ["reset_bn", "compile", "collect_features", "solve_groups", "rewrite", "refine_weights"]
 
 # Settings per (quick, full). train_limit / test_limit subsample images of all classes (None: all);
 # cal_limit is the number of calibration images (activations, BatchNorm reset), select_limit the
@@ -623,6 +624,10 @@ def run(
     overview += summary(results) + ["", "### The paper's ordering", ""] + ordering(results)
     overview += ["", "### Merge time and memory per stage (MuDSC zip, mean over pairs)", ""]
     overview += speed_summary(results) + [""]
+    beyond = refine_summary(results)
+    if beyond:
+        overview += ["### Beyond MuDSC: least-squares refit and repair (joint accuracy)", ""]
+        overview += beyond + [""]
     markdown = "\n".join(header + overview + body)
     if out is not None:
         out = Path(out)
@@ -680,9 +685,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.summarize is not None:
         results = json.loads(args.summarize.read_text())["results"]
-        print(
-            "\n".join(summary(results) + [""] + ordering(results) + [""] + speed_summary(results))
-        )
+        lines = summary(results) + [""] + ordering(results) + [""] + speed_summary(results)
+        print("\n".join(lines + [""] + refine_summary(results)))
         return
     torch.set_num_threads(args.threads)
     archs = args.archs.split(",")

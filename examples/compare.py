@@ -46,6 +46,20 @@ COMPARED: dict[str, tuple[str, str, dict]] = {
     "act_zip": ("activation-only zip (MuDSC α=0)", "mudsc", {"alpha": 0.0}),
     "weight_zip": ("weight-only zip (MuDSC α=1)", "mudsc", {"alpha": 1.0}),
     "mudsc_zip": ("MuDSC zip", "mudsc", {}),
+    # beyond MuDSC: weights refit by least squares after matching (PLeaS, in closed form) and
+    # units repaired to the models' statistics (REPAIR), see gm.merge's refine and repair
+    "mudsc_permute_ls": (
+        "MuDSC permute + least squares",
+        "mudsc",
+        {"matcher": "permute", "refine": "least_squares"},
+    ),
+    "mudsc_zip_repair": ("MuDSC zip + REPAIR", "mudsc", {"repair": True}),
+    "mudsc_zip_ls": ("MuDSC zip + least squares", "mudsc", {"refine": "least_squares"}),
+    "mudsc_zip_ls_repair": (
+        "MuDSC zip + least squares + REPAIR",
+        "mudsc",
+        {"refine": "least_squares", "repair": True},
+    ),
 }
 
 # arch name -> (model class, whether it takes 8x8 images rather than 64-vectors)

@@ -206,7 +206,8 @@ def load_config(path: str | Path) -> MergeConfig:
             f"unknown parameter; allowed: {sorted(PARAMETERS)}",
         )
         _expect(
-            isinstance(value, PARAMETERS[key]) and not isinstance(value, bool),
+            isinstance(value, PARAMETERS[key])
+            and (bool in PARAMETERS[key] or not isinstance(value, bool)),
             f"{path}: parameters.{key}",
             f"expected {PARAMETERS[key][0].__name__}, got {type(value).__name__}",
         )

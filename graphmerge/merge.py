@@ -92,11 +92,17 @@ def _batches(data) -> list | object:
     return data
 
 
+def _needing_data(options: MergeOptions) -> str:
+    if options.spec.needs_data and options.uses_activations:
+        return f"method {options.method!r}"
+    return f"refine={options.refine!r}" if options.refine is not None else "repair=True"
+
+
 def _example(data, example_inputs, options: MergeOptions, name: str):
     """The inputs to trace with; checks the calibration batches' structure against it."""
     if data is None and (options.needs_data or example_inputs is None):
         raise InputError(
-            f"method {options.method!r} needs calibration data: pass data=[batch, ...]"
+            f"{_needing_data(options)} needs calibration data: pass data=[batch, ...]"
             if options.needs_data
             else "pass example_inputs (or data) to trace the models"
         )
@@ -161,6 +167,12 @@ def merge(
         up to and including it and keep each model's own tail. The result is then a torch.fx
         GraphModule returning the tuple of the models' outputs (combine="tuple") or their
         concatenation along the last axis (combine="concat").
+        refine=None | "least_squares": after matching, refit each linear/conv layer's merged
+        weights, in graph order, by ridge least squares so that, on `data`, it maps the merged
+        model's own inputs to the matched average of the models' outputs (PLeaS, in closed
+        form; `ridge`, default 1e-3, is relative to the mean input variance; one pass over
+        `data` per layer). repair=False: scale and shift each merged hidden unit that feeds no
+        BatchNorm to the average of its matched units' mean and std on `data` (REPAIR).
     Returns the merged module (and the `Program` when return_program=True).
     """
     names = set(MergeOptions.field_types()) - {"method"}
@@ -176,6 +188,12 @@ def merge(
         data = _batches(data)
         example = _example(data, example_inputs, opts, type(models[0]).__name__)
     else:
+        if opts.refines:
+            raise InputError(
+                "refine='least_squares' and repair=True read statistics of every layer that "
+                "are not yet summed across processes: run this merge in one process, or "
+                "without them"
+            )
         models, data, example = _start_on_ranks(team, models, data, example_inputs, opts)
     program = Program(
         model=models[0], example_inputs=example, options=opts, models=models, data=data, team=team

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from graphmerge.errors import InputError
 from graphmerge.memory import parse_bytes
 
-__all__ = ["MATCHER_NAMES", "METHODS", "MergeOptions", "MethodSpec", "OptionError"]
+__all__ = [
+    "MATCHER_NAMES",
+    "METHODS",
+    "REFINE_NAMES",
+    "MergeOptions",
+    "MethodSpec",
+    "OptionError",
+]
 
 
 class OptionError(InputError):
@@ -54,6 +61,7 @@ METHODS: dict[str, MethodSpec] = {
 }
 MATCHER_NAMES = ("zip", "permute")
 COMBINE_NAMES = ("tuple", "concat")
+REFINE_NAMES = ("least_squares",)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,9 @@ class MergeOptions:
     stop_at: str | None = None
     combine: str = "tuple"
     memory_budget: int | str | None = None
+    refine: str | None = None
+    ridge: float = 1e-3
+    repair: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -104,6 +115,17 @@ class MergeOptions:
             _fail("alpha", f"alpha must be in [0, 1], got {self.alpha}")
         if self.zip_b is not None and self.zip_b < 0:
             _fail("zip_b", f"zip_b must be >= 0, got {self.zip_b}")
+        if self.refine is not None and self.refine not in REFINE_NAMES:
+            _fail("refine", f"unknown refine {self.refine!r}; choose None or one of {REFINE_NAMES}")
+        if not isinstance(self.ridge, (int, float)) or isinstance(self.ridge, bool):
+            _fail("ridge", f"ridge must be a number, got {self.ridge!r}")
+        if not 0.0 < self.ridge < float("inf"):
+            _fail(
+                "ridge",
+                f"ridge must be > 0 (relative to the mean input variance), got {self.ridge}",
+            )
+        if not isinstance(self.repair, bool):
+            _fail("repair", f"repair must be True or False, got {self.repair!r}")
         if self.memory_budget is not None:
             try:
                 parse_bytes(self.memory_budget)
@@ -129,6 +151,9 @@ class MergeOptions:
             "stop_at": (str,),
             "combine": (str,),
             "memory_budget": (int, str),
+            "refine": (str,),
+            "ridge": numbers,
+            "repair": (bool,),
         }
         assert set(types) == {f.name for f in dataclasses.fields(cls)}
         return types
@@ -176,6 +201,11 @@ class MergeOptions:
         return self.solver == "mudsc" and self.resolved_alpha < 1.0
 
     @property
+    def refines(self) -> bool:
+        """True when merged weights are refit or repaired after the rewrite (needs data)."""
+        return self.refine is not None or self.repair
+
+    @property
     def needs_data(self) -> bool:
-        """True when calibration data is required (activations)."""
-        return self.spec.needs_data and self.uses_activations
+        """True when calibration data is required (activations, a refit or a repair)."""
+        return (self.spec.needs_data and self.uses_activations) or self.refines

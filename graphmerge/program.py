@@ -85,10 +85,11 @@ class Program:
     and for a merge `models` (never modified) and `data` (calibration batches).
     Analysis (trace .. verify_groups): `traced`, the axis facts, `groups` and their `spaces`.
     Merge (plan_merge .. build_module): `memory_plan` (the estimate, the budget, the waves of
-    groups the statistics are collected in), `states` (each base model's weights, after a BatchNorm
-    reset on copies), `features` (activation moments per group), `capture_plans`,
-    `assignments` (per group), `merged_state` and `result` (the merged module, or the partial
-    merge's GraphModule).
+    groups the statistics are collected in), `states` (each base model's weights, after a
+    BatchNorm reset on copies), `features` (activation moments per group), `capture_plans`,
+    `assignments` (per group), `merged_state`, `refinements` (per layer weight: what the
+    least-squares refit and the statistics repair did, or why they left it) and `result` (the
+    merged module, or the partial merge's GraphModule).
     Across processes (graphmerge.distributed): `team` (this rank's place; None in one process),
     `data` is this rank's shard, and `owners` maps each free group to the rank that holds its
     summed statistics and solves it (families of a heads group share one).
@@ -118,6 +119,7 @@ class Program:
     capture_plans: dict[str, Any] = field(default_factory=dict)  # name -> Capture
     assignments: dict[str, Assignment] = field(default_factory=dict)
     merged_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    refinements: dict[str, str] = field(default_factory=dict)  # weight -> what refine_weights did
     result: Any = None
     # caches derived from the fields above (axis layout -> position index)
     axis_index: dict = field(default_factory=dict, repr=False)

@@ -1,7 +1,8 @@
 """The compiler passes and the pipeline: one ordered list, analysis then merge.
 
     trace -> annotate_axes -> infer_groups -> verify_groups          (analysis: `ANALYSIS`)
-      -> plan_merge -> reset_bn -> collect_features -> solve_groups -> rewrite -> build_module
+      -> plan_merge -> reset_bn -> collect_features -> solve_groups -> rewrite
+      -> refine_weights -> build_module
 
 `gm.merge` is one `run_passes(program, PIPELINE)` call; `gm.permutation_groups`, `gm.analyze`
 and `gm.shuffle` run the analysis prefix. Each pass is a function `pass(program) -> program` in
@@ -15,6 +16,7 @@ from graphmerge.passes.build_module import build_module
 from graphmerge.passes.collect_features import collect_features
 from graphmerge.passes.infer_groups import infer_groups
 from graphmerge.passes.plan_merge import plan_merge
+from graphmerge.passes.refine_weights import refine_weights
 from graphmerge.passes.reset_bn import reset_bn
 from graphmerge.passes.rewrite import rewrite
 from graphmerge.passes.solve_groups import solve_groups
@@ -51,6 +53,12 @@ PIPELINE: list[Pass] = [
         lower_memory=f"{_FEWER}, matcher='permute', or method='average'.",
     ),
     Pass("rewrite", rewrite, ("solve_groups",), "writing the merged weights"),
+    Pass(
+        "refine_weights",
+        refine_weights,
+        ("rewrite",),
+        lower_memory=f"{_FEWER}, or refine=None and repair=False.",
+    ),
     Pass("build_module", build_module, ("rewrite",), "building the merged model"),
 ]
 ANALYSIS_NAMES = ("trace", "annotate_axes", "infer_groups", "verify_groups")

@@ -9,7 +9,8 @@ does not have (a typo fails in seconds, not after the statistics and the solve) 
 The estimate counts what a merge holds at its peak, above what the process already holds (the
 models, the traced program): BatchNorm copies of the models, the activation moments of every
 group ((N·units)² float64 each; a permutation keeps only the model-0-vs-i blocks), one batch's
-captured activations, the solve's similarity matrices and the merged weights. When the moments of
+captured activations, the solve's similarity matrices, the merged weights and, for a refit or a
+repair, the largest layer's input moments and one batch of its rows. When the moments of
 all groups do not fit, they are collected in waves of groups, one pass over the data per wave.
 """
 
@@ -130,6 +131,27 @@ def _parts(program: Program, n_models: int) -> _Parts:
     )
 
 
+def _refine_bytes(program: Program, n_models: int) -> int:
+    """refine_weights' peak for its largest layer: the moments of its input (d² + units·d
+    float64) and one batch's unfolded input rows and the models' output rows (float32), on top
+    of the merged weights and a forward's intermediates."""
+    peak = 0
+    for node in program.traced.graph.nodes:
+        op = str(node.target)
+        if node.op != "call_function" or not op.startswith(
+            ("aten.linear", "aten.conv", "aten.addmm")
+        ):
+            continue
+        weight, out = node.args[2 if "addmm" in op else 1].meta.get("val"), node.meta.get("val")
+        if not isinstance(weight, torch.Tensor) or not isinstance(out, torch.Tensor):
+            continue
+        units = weight.shape[1] if "addmm" in op else weight.shape[0]
+        d, samples = weight.numel() // max(units, 1), out.numel() // max(units, 1)
+        moments = _F64 * (d * d + units * d + 4 * n_models * units)
+        peak = max(peak, moments + 4 * samples * (2 * d + (n_models + 2) * units))
+    return peak + 4 * _largest_activation(program)
+
+
 def estimate_memory(
     program: Program, n_models: int = 2, waves: int = 1, spill: bool = False
 ) -> dict[str, int]:
@@ -141,13 +163,16 @@ def estimate_memory(
     """
     p = _parts(program, n_models)
     held = p.moments if waves == 1 else max(p.moments // waves, p.largest_moments)
-    return {
+    stages = {
         "reset_bn": p.bn_copies,
         "collect_features": p.bn_copies + held + p.batch,
         "solve_groups": p.bn_copies + (0 if spill else p.correlations) + p.working,
         "rewrite": p.bn_copies + p.merged,
         "build_module": p.bn_copies + p.merged,
     }
+    if program.options.refines:
+        stages["refine_weights"] = p.bn_copies + p.merged + _refine_bytes(program, n_models)
+    return stages
 
 
 def _largest_tensor(model: torch.nn.Module) -> int:

@@ -10,6 +10,7 @@ models that differ between ranks are refused naming the ranks.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -195,3 +196,14 @@ def test_a_group_held_elsewhere_is_in_the_store_but_not_readable_here():
         store["theirs"]
     store["theirs"] = np.eye(3)  # an owner's matrix replaces the mark
     assert store["theirs"].shape == (3, 3)
+
+
+def test_refit_and_repair_are_refused_across_processes(monkeypatch):
+    """Their per-layer statistics are not summed over ranks yet: refused before any work."""
+    merge_module = importlib.import_module("graphmerge.merge")  # not gm.merge, the function
+    monkeypatch.setattr(merge_module, "current_team", lambda: object())
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    data = [torch.randn(5, 4)]
+    for option in ({"refine": "least_squares"}, {"repair": True}):
+        with pytest.raises(gm.InputError, match="one process"):
+            gm.merge([model, model], data, **option)

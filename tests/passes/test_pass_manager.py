@@ -29,7 +29,7 @@ def _mlp_program(**options) -> Program:
 def test_one_ordered_pipeline_whose_prerequisites_come_first():
     names = [p.name for p in PIPELINE]
     assert names[: len(ANALYSIS)] == [p.name for p in ANALYSIS]
-    assert names[-3:] == ["solve_groups", "rewrite", "build_module"]
+    assert names[-4:] == ["solve_groups", "rewrite", "refine_weights", "build_module"]
     for i, p in enumerate(PIPELINE):
         assert set(p.requires) <= set(names[:i]), p.name
 
