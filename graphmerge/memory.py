@@ -12,10 +12,22 @@ from dataclasses import dataclass
 
 from graphmerge.errors import InputError
 
-__all__ = ["MemoryPlan", "available_memory", "format_bytes", "parse_bytes", "resident_bytes"]
+__all__ = [
+    "MARGIN",
+    "MemoryPlan",
+    "available_memory",
+    "format_bytes",
+    "parse_bytes",
+    "resident_bytes",
+]
 
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _IEC = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+# Under a tight budget 1/MARGIN of it is left unplanned: allocator slack, memory freed but not
+# yet returned by the process, the interpreter's own growth.
+MARGIN = 16
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@
     >>> float(store["layer1"].trace()), store.spilled
     (3.0, 1)
     >>> store.close()
+    >>> kept = SimilarityStore()               # no limit: in memory ...
+    >>> kept["layer1"] = np.eye(3)
+    >>> kept.spill()                           # ... until the memory is needed elsewhere
+    >>> kept.spilled, kept.held, float(kept["layer1"].sum())
+    (1, 0, 3.0)
+    >>> kept.close()
 
 A merge whose statistics do not fit its memory budget keeps them here: each group's matrix is
 written to a `.npy` file in a private temporary folder when the in-memory share is full, read
@@ -88,6 +94,13 @@ class SimilarityStore:
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
         return ((name, self[name]) for name in self)
+
+    def spill(self) -> None:
+        """Move every matrix held in memory to disk (still readable), e.g. once the solve is
+        done with them and the budget is needed for what comes next."""
+        self.budget = 0
+        for name in list(self._memory):
+            self[name] = self._memory[name]
 
     @property
     def spilled(self) -> int:

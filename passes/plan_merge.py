@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import torch
 
 from graphmerge.errors import ResourceError
-from graphmerge.memory import MemoryPlan, available_memory, format_bytes, resident_bytes
+from graphmerge.memory import (
+    MARGIN,
+    MemoryPlan,
+    available_memory,
+    format_bytes,
+    resident_bytes,
+)
 from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import Program
 from graphmerge.units import group_units
@@ -255,7 +261,8 @@ def plan_merge(program: Program) -> Program:
         stages = estimate_memory(program, n_models, len(waves), spill=True)
         # the spare room, shared by the similarity matrices kept in memory and the solve's
         # cache of weight correlations (solve_groups gives that cache what is left)
-        keep = max(budget - held - p.bn_copies - p.working, 0) // 2
+        spare = budget - held - p.bn_copies - p.working - budget // MARGIN
+        keep = max(spare, 0) // 2
     plan = MemoryPlan(held, stages, budget, waves, keep)
     if plan.estimate_bytes > budget:
         stage = max(stages, key=stages.get)

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from graphmerge.assignment import Assignment
+from graphmerge.memory import MARGIN
 from graphmerge.passes.matchers import GROUPED_MATCHERS, MATCHERS, MULTI_MATCHERS, Match
 from graphmerge.passes.weight_vectors import WeightVectors
 from graphmerge.program import Program
@@ -136,7 +137,8 @@ def mudsc(program: Program) -> dict[str, Assignment]:
     units = solve_units(program)
     act = program.features  # group name -> activation correlation (maybe read from disk)
     plan = program.memory_plan
-    kept = 0 if plan is None or plan.similarity_bytes is None else plan.similarity_bytes
+    tight = plan is not None and plan.similarity_bytes is not None
+    kept = plan.similarity_bytes + plan.budget // MARGIN if tight else 0
     room = None if plan is None else max(plan.budget - plan.estimate_bytes - kept, 0)
     weights = WeightVectors(program, program.states, cache_bytes=room)
     blocks = "cross" if matcher == "permute" else "all"  # what the matcher reads
@@ -296,6 +298,9 @@ SOLVERS = {"mudsc": mudsc, "weight_matching": weight_matching, "average": lambda
 def solve_groups(program: Program) -> Program:
     """Fill `program.assignments` for `program.options.method` (see module docstring)."""
     program.assignments = SOLVERS[program.options.solver](program)
+    plan, store = program.memory_plan, program.features
+    if plan is not None and plan.similarity_bytes is not None and hasattr(store, "spill"):
+        store.spill()  # a tight budget: the rewrite needs the room more than the statistics
     if program.options.solver != "average":
         _warn_if_mostly_average(program)
     return program
