@@ -292,18 +292,18 @@ def max_rel_diff(ref, out) -> float:
     return worst
 
 
-class _Timeout(Exception):
+class TimeLimit(Exception):
     pass
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: int):
+def time_limit(seconds: int):
     if seconds <= 0 or not hasattr(signal, "SIGALRM"):
         yield
         return
 
     def handler(signum, frame):
-        raise _Timeout(f"timed out after {seconds} s")
+        raise TimeLimit(f"timed out after {seconds} s")
 
     old = signal.signal(signal.SIGALRM, handler)
     signal.alarm(seconds)
@@ -327,7 +327,7 @@ def measure(arch: Arch, *, seed: int = 0, timeout: int = PER_ARCH_TIMEOUT) -> Re
     res = Result(arch.name, arch.family, arch.model_cls, arch.note)
     start = time.perf_counter()
     try:
-        with _time_limit(timeout), warnings.catch_warnings():
+        with time_limit(timeout), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = build(arch, seed)
             inputs = make_inputs(arch, seed=0)
@@ -385,7 +385,7 @@ def measure(arch: Arch, *, seed: int = 0, timeout: int = PER_ARCH_TIMEOUT) -> Re
                     worst = max(worst, max_rel_diff(model(**other), twin(**other)))
             res.max_rel_diff = worst
             res.function_kept = worst <= TOL
-    except _Timeout as exc:
+    except TimeLimit as exc:
         res.error = f"Timeout: {exc}"
     except Exception as exc:  # noqa: BLE001 (one architecture never stops the run)
         res.error = _first_line(exc)

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import time
 import warnings
@@ -34,6 +33,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
+
+from benchmarks.coverage import time_limit
 
 __all__ = ["OUT", "inputs_for", "model_class", "survey", "survey_one", "tiny_config", "write"]
 
@@ -178,24 +179,6 @@ def inputs_for(model, cfg, batch: int = 2, seed: int = 0) -> dict:
     raise ValueError(f"main input {name!r} is not text, image, audio or mel features")
 
 
-class _Timeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: int):
-    def handler(signum, frame):
-        raise _Timeout(f"timed out after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, handler)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def _graph_ops(program) -> list[str]:
     """`namespace.op` of every call in the exported graph and in inlined higher-order bodies."""
     from torch import fx
@@ -219,7 +202,7 @@ def survey_one(model_type: str, timeout: int = TIMEOUT) -> dict:
     row: dict = {"model_type": model_type, "ok": False}
     stage, start = "class", time.perf_counter()
     try:
-        with _time_limit(timeout), warnings.catch_warnings():
+        with time_limit(timeout), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 

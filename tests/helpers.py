@@ -55,3 +55,23 @@ def relative_error(reference: torch.Tensor, got: torch.Tensor) -> float:
     """max |got - reference| / (1 + max |reference|): the error merges with a twin are held to."""
     reference, got = reference.detach(), got.detach()
     return float((got - reference).abs().max() / (1 + reference.abs().max()))
+
+
+def shuffled_hf_pair(build, key: str):
+    """A Hugging Face model, its shuffled copy, 4 calibration batches shaped like its input
+    `key` (images for "pixel_values", else token ids), a probe batch and the model's logits on
+    it: (model, twin, data, probe, reference)."""
+    import graphmerge as gm
+    from graphmerge.batches import random_batches
+
+    torch.manual_seed(0)
+    model = build().eval()
+    example = (
+        {key: torch.randn(4, 3, 16, 16)}
+        if key == "pixel_values"
+        else {key: torch.randint(1, 100, (4, 8))}
+    )
+    twin = gm.shuffle(model, example, seed=1)
+    data = random_batches(example, 4, 16)
+    probe = random_batches(example, 1, 4, seed=7)[0]
+    return model, twin, data, probe, model(**probe).logits

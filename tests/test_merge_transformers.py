@@ -2,12 +2,10 @@
 a model merged with its shuffled copy comes back, for every method."""
 
 import pytest
-import torch
 import transformers
-from helpers import relative_error, tiny_config
+from helpers import relative_error, shuffled_hf_pair, tiny_config
 
 import graphmerge as gm
-from graphmerge.batches import random_batches
 
 
 def _bert():
@@ -51,18 +49,7 @@ METHODS = [
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hf_merge_with_shuffled_copy(name):
-    torch.manual_seed(0)
-    build, key = CASES[name]
-    model = build().eval()
-    example = (
-        {key: torch.randn(4, 3, 16, 16)}
-        if key == "pixel_values"
-        else {key: torch.randint(1, 100, (4, 8))}
-    )
-    twin = gm.shuffle(model, example, seed=1)
-    data = random_batches(example, 4, 16)
-    probe = random_batches(example, 1, 4, seed=7)[0]
-    reference = model(**probe).logits
+    model, twin, data, probe, reference = shuffled_hf_pair(*CASES[name])
     for method, options in METHODS:
         merged = gm.merge(
             [model, twin], data, method=method, iters=10, patience=2, progress=False, **options

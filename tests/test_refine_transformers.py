@@ -2,28 +2,15 @@
 back (the target is the model's own layer outputs, which its own weights reproduce exactly)."""
 
 import pytest
-import torch
-from helpers import relative_error
+from helpers import relative_error, shuffled_hf_pair
 from test_merge_transformers import CASES
 
 import graphmerge as gm
-from graphmerge.batches import random_batches
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_hf_self_merge_survives_refit_and_repair(name):
-    torch.manual_seed(0)
-    build, key = CASES[name]
-    model = build().eval()
-    example = (
-        {key: torch.randn(4, 3, 16, 16)}
-        if key == "pixel_values"
-        else {key: torch.randint(1, 100, (4, 8))}
-    )
-    twin = gm.shuffle(model, example, seed=1)
-    data = random_batches(example, 4, 16)
-    probe = random_batches(example, 1, 4, seed=7)[0]
-    reference = model(**probe).logits
+    model, twin, data, probe, reference = shuffled_hf_pair(*CASES[name])
     merged, program = gm.merge(
         [model, twin],
         data,
