@@ -92,6 +92,9 @@ def _worker(rank: int, size: int, port: int, timeout: float, threads: int, targe
         traceback.print_exc()
     if code == 0:
         if dist.is_initialized():
+            # every rank done with its collectives before rank 0's store goes away: a peer
+            # still tearing down against a closed store aborts its process ("terminate called")
+            dist.barrier()
             dist.destroy_process_group()
         return
     sys.stdout.flush()

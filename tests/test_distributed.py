@@ -143,8 +143,9 @@ def test_cli_rank_raising_in_forward_fails_every_rank_and_writes_nothing(tmp_pat
     done = _cli(config, out, "--nproc", "2")
     assert done.returncode != 0
     assert time.monotonic() - start < 60
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2, done.stderr  # both ranks
+    # both ranks report; their lines may interleave on the shared stderr pipe
+    errors = [e for e in done.stderr.split("error: ")[1:] if "resetting" in e or "failed" in e]
+    assert len(errors) == 2, done.stderr
     assert all("on rank 1 of 2" in e and "poisoned batch" in e for e in errors)
     assert not out.exists()
     assert not out.parent.exists() or not list(out.parent.iterdir())  # no temp file either
