@@ -13,6 +13,7 @@ backend notices (at the latest after `timeout` seconds).
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 import sys
@@ -90,16 +91,17 @@ def _worker(rank: int, size: int, port: int, timeout: float, threads: int, targe
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 (a worker reports any failure as its exit code)
         traceback.print_exc()
-    if code == 0:
-        if dist.is_initialized():
-            # every rank done with its collectives before rank 0's store goes away: a peer
-            # still tearing down against a closed store aborts its process ("terminate called")
-            dist.barrier()
-            dist.destroy_process_group()
-        return
+    if code == 0 and dist.is_initialized():
+        # every rank done with its collectives before rank 0's store goes away
+        dist.barrier()
+        dist.destroy_process_group()
+    gc.collect()  # finalizers (temporary files) run now, not at an interpreter exit
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # a failed rank leaves at once: no wait on its peers at interpreter exit
+    # leave without the interpreter's teardown: a failed rank must not wait on its peers, and a
+    # C++ thread still alive at static destruction aborts the process ("terminate called
+    # without an active exception", seen once in CI after a successful merge)
+    os._exit(code)
 
 
 def run_workers(
