@@ -75,3 +75,17 @@ def shuffled_hf_pair(build, key: str):
     data = random_batches(example, 4, 16)
     probe = random_batches(example, 1, 4, seed=7)[0]
     return model, twin, data, probe, model(**probe).logits
+
+
+def trained_digits_pair(kind: str, split_seed: int, seeds: tuple[int, int], epochs: int):
+    """Two digits models of `kind` ("mlp" or "cnn") trained on the two halves of a 5+5 class
+    split (`split_seed`) from `seeds`, one torch thread: (data, model A, model B)."""
+    from graphmerge_examples.tasks import CNNEmbed, MLPEmbed, digits_split, train
+
+    torch.set_num_threads(1)
+    image = kind == "cnn"
+    arch = CNNEmbed if image else MLPEmbed
+    data = digits_split(seed=split_seed, image=image)
+    a = train(arch(), data, task=0, seed=seeds[0], epochs=epochs)
+    b = train(arch(), data, task=1, seed=seeds[1], epochs=epochs)
+    return data, a, b

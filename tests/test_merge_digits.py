@@ -6,17 +6,13 @@ ZipIt must beat it by a wide margin.
 """
 
 import pytest
-import torch
+from helpers import trained_digits_pair
 
 import graphmerge as gm
 from graphmerge_examples.tasks import (
-    CNNEmbed,
-    MLPEmbed,
     calibration_batches,
-    digits_split,
     ensemble_evaluate,
     evaluate,
-    train,
 )
 
 MARGIN = 0.10  # joint accuracy points over plain averaging
@@ -24,12 +20,7 @@ MARGIN = 0.10  # joint accuracy points over plain averaging
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
 def pair(request):
-    torch.set_num_threads(1)
-    image = request.param == "cnn"
-    arch = CNNEmbed if image else MLPEmbed
-    data = digits_split(seed=0, image=image)
-    a = train(arch(), data, task=0, seed=1, epochs=15)
-    b = train(arch(), data, task=1, seed=2, epochs=15)
+    data, a, b = trained_digits_pair(request.param, split_seed=0, seeds=(1, 2), epochs=15)
     return request.param, data, a, b
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from helpers import trained_digits_pair
 from zoo import ZOO
 
 import graphmerge as gm
@@ -25,7 +26,7 @@ from graphmerge.passes.matchers.permute import solve_assignment
 from graphmerge.passes.matchers.similarity import correlation_from_moments
 from graphmerge.passes.moments import blocks_read_by
 from graphmerge.passes.solve_groups import solve_groups
-from graphmerge_examples.tasks import CNNEmbed, MLPEmbed, calibration_batches, digits_split, train
+from graphmerge_examples.tasks import calibration_batches
 
 
 @dataclass
@@ -265,12 +266,7 @@ def test_self_merge_assignments_unchanged(name, matcher):
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
 def digits_pair(request):
     """The pair of tests/test_merge_digits.py: 5+5 class split, models trained from seeds 1, 2."""
-    torch.set_num_threads(1)
-    image = request.param == "cnn"
-    net = CNNEmbed if image else MLPEmbed
-    data = digits_split(seed=0, image=image)
-    a = train(net(), data, task=0, seed=1, epochs=15)
-    b = train(net(), data, task=1, seed=2, epochs=15)
+    data, a, b = trained_digits_pair(request.param, split_seed=0, seeds=(1, 2), epochs=15)
     return request.param, [a, b], calibration_batches(data)
 
 
