@@ -60,15 +60,11 @@ class _Checker:
         # float64 for a tight tolerance, unless a float64 copy of the weights is too large
         self.dtype = torch.float64 if params <= FLOAT64_CHECK_MAX_PARAMS else torch.float32
         self.forwards = 0
-        if params > FLOAT64_CHECK_MAX_PARAMS:  # a large model: check on two samples if it can
-            self.reference = self._on_few_samples(2)
-            if self.reference is not None:
-                self._check_finite()
-                self.tolerance = 1e-4
-                return
+        # a large model on two samples (its forwards cost as much as a calibration batch's)
+        keep = 2 if params > FLOAT64_CHECK_MAX_PARAMS else CHECK_SAMPLES
         full, dtype = (self.args, self.kwargs), self.dtype
-        if self._on_few_samples(CHECK_SAMPLES, run=False):
-            try:  # on the first CHECK_SAMPLES rows, if the model runs on them
+        if self._cut_to_rows(keep):
+            try:  # on the first `keep` rows, if the model runs on them
                 self.reference = self._reference()
             except Exception:  # noqa: BLE001 (not batch-first after all: the whole example)
                 self.args, self.kwargs = full
@@ -99,24 +95,16 @@ class _Checker:
                     "has NaN/inf values; check the weights and the inputs"
                 )
 
-    def _on_few_samples(self, keep: int, run: bool = True):
-        """The reference outputs on the first `keep` rows of every input, when all inputs share
-        a leading axis longer than that and the model runs on the slice (else None; with
-        `run=False` the inputs are cut and True returned, the model is not run)."""
+    def _cut_to_rows(self, keep: int) -> bool:
+        """Cut every input to its first `keep` rows when all inputs share a leading axis longer
+        than that; returns whether it did."""
         tensors = [v for v in (*self.args, *self.kwargs.values()) if isinstance(v, torch.Tensor)]
         leading = {v.shape[0] if v.dim() else 0 for v in tensors}
         if len(leading) != 1 or leading.pop() <= keep:
-            return None
-        full = self.args, self.kwargs
+            return False
         self.args = tuple(_first_rows(a, keep) for a in self.args)
         self.kwargs = {k: _first_rows(v, keep) for k, v in self.kwargs.items()}
-        if not run:
-            return True
-        try:
-            return self._run(self.state)
-        except Exception:  # noqa: BLE001 (not batch-first after all: check on the full example)
-            self.args, self.kwargs = full
-            return None
+        return True
 
     def _run(self, state):
         state = {k: _cast(v, self.dtype) for k, v in state.items()}
