@@ -26,7 +26,7 @@ from scipy.linalg import blas
 
 from graphmerge.distributed import SMALL_BYTES, Team
 from graphmerge.errors import InputError
-from graphmerge.passes.matchers.similarity import correlation_from_moments
+from graphmerge.passes.matchers.similarity import correlation_from_moments, mirror_upper
 
 __all__ = [
     "BLOCKS",
@@ -133,7 +133,7 @@ class Moments:
             block = out[i * u : (i + 1) * u, j * u : (j + 1) * u]
             block[...] = acc
             if i == j:  # SYRK wrote the upper triangle only
-                _mirror_upper(block)
+                mirror_upper(block)
             else:
                 out[j * u : (j + 1) * u, i * u : (i + 1) * u] = acc.T
         if self.blocks == "cross":
@@ -170,16 +170,6 @@ class Moments:
         if self.blocks == "cross":
             _clear_unread(corr, self.units)
         return corr
-
-
-def _mirror_upper(m: np.ndarray, band: int = 512) -> None:
-    """In place: the lower triangle of the square `m` := the transpose of its upper one."""
-    for lo in range(0, m.shape[0], band):
-        hi = min(lo + band, m.shape[0])
-        m[lo:hi, :lo] = m[:lo, lo:hi].T
-        block = m[lo:hi, lo:hi]
-        lower = np.tril_indices(hi - lo, -1)
-        block[lower] = block.T[lower]
 
 
 def shared_shift(team: Team, local: dict | None) -> dict[str, torch.Tensor]:

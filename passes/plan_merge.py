@@ -9,9 +9,10 @@ does not have (a typo fails in seconds, not after the statistics and the solve) 
 The estimate counts what a merge holds at its peak, above what the process already holds (the
 models, the traced program): BatchNorm copies of the models, the activation moments of every
 group ((N·units)² float64 each; a permutation keeps only the model-0-vs-i blocks), one batch's
-captured activations, the solve's similarity matrices, the merged weights and, for a refit or a
-repair, the largest layer's input moments and one batch of its rows. When the moments of
-all groups do not fit, they are collected in waves of groups, one pass over the data per wave.
+captured activations, the solve's similarity matrices (float32 for a wide group), the merged
+weights with the rewrite's slice temporaries and, for a refit or a repair, the largest layer's
+input moments and one batch of its rows. When the moments of all groups do not fit, they are
+collected in waves of groups, one pass over the data per wave.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from graphmerge.memory import (
     format_bytes,
     resident_bytes,
 )
+from graphmerge.passes.rewrite import CHUNK_ELEMENTS
 from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import Program
 from graphmerge.units import group_units
@@ -120,7 +122,6 @@ def _parts(program: Program, n_models: int) -> _Parts:
     sizes = [_moment_bytes(_group_units(program, g.name), n_models, blocks) for g in free]
     uses = opts.uses_activations
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    largest = max((_group_units(program, g.name) for g in program.free_groups()), default=0)
     return _Parts(
         bn_copies=n_models * _state_bytes(model) if opts.reset_bn and has_bn else 0,
         moments=sum(sizes) if uses else 0,
@@ -131,9 +132,10 @@ def _parts(program: Program, n_models: int) -> _Parts:
         batch=(n_models * _capture_bytes(program) + 4 * _largest_activation(program))
         if uses
         else 0,
-        # S, the weight and activation correlations, the matcher's copies of S
-        working=5 * _moment_bytes(largest, n_models, "all"),
-        merged=_state_bytes(model) + 6 * _largest_tensor(model),
+        working=max(
+            (_solve_bytes(_group_units(program, g.name), n_models) for g in free), default=0
+        ),
+        merged=_state_bytes(model) + _rewrite_bytes(program),
     )
 
 
@@ -181,8 +183,34 @@ def estimate_memory(
     return stages
 
 
-def _largest_tensor(model: torch.nn.Module) -> int:
-    return max((t.numel() * 4 for t in model.state_dict().values()), default=0)
+def _solve_bytes(units: int, n_models: int) -> int:
+    """One group's solve: S, the weight and activation correlations and the matcher's copies of
+    S, float64; a wide group (FLOAT32_FROM_UNITS stacked units) keeps them float32 and zips in
+    place (a permutation's LAP adds a float64 copy of a cross block)."""
+    stacked = n_models * units
+    if stacked >= FLOAT32_FROM_UNITS:
+        return 4 * 4 * stacked * stacked
+    return 5 * _F64 * stacked * stacked
+
+
+def _rewrite_bytes(program: Program) -> int:
+    """The rewrite's float64 temporaries (a model's slice, its mapped copy, the index_add
+    output, the running sum and the new sum) for the largest slice it works on: a tensor whole
+    when a free group moves every axis or it is small, else CHUNK_ELEMENTS-sized slices of an
+    axis no free group moves."""
+    grouped: dict[str, set[int]] = {}
+    for g in program.free_groups():
+        for m in g.members:
+            grouped.setdefault(m.param, set()).add(m.axis)
+    largest = 0
+    for key, t in program.model.state_dict().items():
+        free = [d for d in range(t.dim()) if d not in grouped.get(key, ())]
+        elements = t.numel()
+        if elements > CHUNK_ELEMENTS and free:
+            longest = max(t.shape[d] for d in free)
+            elements = max(CHUNK_ELEMENTS, elements // longest)
+        largest = max(largest, elements)
+    return 5 * _F64 * largest
 
 
 def _group_units(program: Program, name: str) -> int:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.linalg import blas
 
 from graphmerge.assignment import Assignment, AxisMaps, apply_merge, apply_unmerge
+from graphmerge.passes.matchers.similarity import mirror_upper
 from graphmerge.program import Program
 from graphmerge.units import group_units, leaf_coords, unit_index, unit_positions
 
@@ -221,6 +223,7 @@ class Gram:
         self.n_models, self.units, self.blocks = n_models, units, blocks
         self.g, self.diag, self.sums, self.length = g, diag, sums, length
         self.large = large  # float32 products and correlations
+        self.mirrored = True  # a float32 g holds only its upper triangle until mirrored
 
     @classmethod
     def zeros(cls, n_models: int, units: int, blocks: str, large: bool | None = None) -> Gram:
@@ -228,8 +231,10 @@ class Gram:
         size = n_models * units
         shape = (size, size) if blocks == "all" else (n_models - 1, units, units)
         large = size >= FLOAT32_FROM_UNITS if large is None else large
-        zeros = np.zeros
-        return cls(n_models, units, blocks, zeros(shape), zeros(size), zeros(size), 0, large)
+        # the whole matrix of a wide group accumulates in float32: half the memory
+        compact = blocks == "all" and large and size >= FLOAT32_FROM_UNITS
+        g = np.zeros(shape, dtype=np.float32 if compact else np.float64)
+        return cls(n_models, units, blocks, g, np.zeros(size), np.zeros(size), 0, large)
 
     def add(self, vectors: list[np.ndarray]) -> None:
         """Add one member's slices, (units, L) per model."""
@@ -240,6 +245,10 @@ class Gram:
         self.diag += np.einsum("ij,ij->i", v, v)
         self.length += v.shape[1]
         v = v.astype(np.float32 if self.large else np.float64, copy=False)
+        if self.g.dtype == np.float32:  # one triangle, in place: no product-sized temporary
+            blas.ssyrk(1.0, v.T, beta=1.0, c=self.g.T, trans=1, lower=1, overwrite_c=1)
+            self.mirrored = False
+            return
         if self.blocks == "all":
             self.g += v @ v.T
             return
@@ -254,15 +263,23 @@ class Gram:
         self.length += other.length
         if self.blocks == "all":
             self.g += other.g
+            self.mirrored = self.mirrored and other.mirrored
             return
         n = self.units
         for i in range(1, self.n_models):
             self.g[i - 1] += other.g[:n, i * n : (i + 1) * n]
 
+    def _full(self) -> np.ndarray:
+        """g with both triangles filled ("all" blocks)."""
+        if not self.mirrored:
+            mirror_upper(self.g)
+            self.mirrored = True
+        return self.g
+
     def raw_blocks(self) -> np.ndarray:
         """The (N·n, N·n) matrix of raw inner products (cross blocks only for "cross")."""
         if self.blocks == "all":
-            out = self.g.copy()
+            out = self._full().astype(np.float64)
             np.fill_diagonal(out, self.diag)
             return out
         n, size = self.units, self.n_models * self.units
@@ -282,7 +299,7 @@ class Gram:
         std = np.sqrt(var)
         dtype = np.float32 if self.large else np.float64
         if self.blocks == "all":
-            out = self.g
+            out = self._full()
             _normalize_rows(out, mean, std, length, 0)
             np.fill_diagonal(out, np.where(var >= MIN_STD_PRODUCT, 1.0, var / MIN_STD_PRODUCT))
             self.g = None
@@ -299,7 +316,8 @@ class Gram:
 
 
 def _normalize_rows(g, mean, std, length, col0, col_mean=None, col_std=None, band=512):
-    """In place, a band of rows at a time: g -> (g / L - μ_i μ_j) / max(σ_i σ_j, 1e-7), NaN -> 0.
+    """In place, a band of rows at a time: g -> (g / L - μ_i μ_j) / max(σ_i σ_j, 1e-7), NaN -> 0
+    (in float64 whatever g's dtype).
 
     Rows are the units of `mean`/`std`; columns are units col0.. of `col_mean`/`col_std`
     (default: the same as the rows)."""
@@ -307,8 +325,11 @@ def _normalize_rows(g, mean, std, length, col0, col_mean=None, col_std=None, ban
     col_std = std if col_std is None else col_std[col0 : col0 + g.shape[1]]
     for lo in range(0, g.shape[0], band):
         rows = g[lo : lo + band]
-        rows /= length
-        rows -= np.outer(mean[lo : lo + band], col_mean)
-        rows /= np.maximum(np.outer(std[lo : lo + band], col_std), MIN_STD_PRODUCT)
-        if not np.isfinite(rows).all():
-            np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        work = rows if rows.dtype == np.float64 else rows.astype(np.float64)
+        work /= length
+        work -= np.outer(mean[lo : lo + band], col_mean)
+        work /= np.maximum(np.outer(std[lo : lo + band], col_std), MIN_STD_PRODUCT)
+        if not np.isfinite(work).all():
+            np.nan_to_num(work, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        if work is not rows:
+            rows[...] = work

@@ -181,3 +181,35 @@ class TestBadInput:
     def test_single_model(self):
         with pytest.raises(gm.InputError, match="at least 2"):
             gm.merge([self.a], self.data)
+
+
+class _Wide(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(8, 1100), torch.nn.Linear(1100, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+@pytest.mark.parametrize("matcher", ["zip", "permute"])
+def test_wide_group_in_float32_still_returns_the_model(matcher):
+    """2,200 stacked units: the weight Gram, the activation correlation and S are float32 and
+    the zip works in float32 (half the memory); the self-merge oracle still holds."""
+    model = _plain_init(_Wide())
+    example = torch.randn(4, 8)
+    twin = gm.shuffle(model, example, seed=1)
+    data = calibration(example, batches=4, size=64)
+    merged, program = gm.merge(
+        [model, twin],
+        data,
+        method="mudsc",
+        matcher=matcher,
+        iters=3,
+        patience=1,
+        progress=False,
+        return_program=True,
+    )
+    assert program.features["fc1:out"].dtype == np.float32
+    probe = torch.randn(16, 8)
+    assert relative_error(model(probe), merged(probe)) < 1e-5

@@ -1,7 +1,7 @@
 """Matching functions Ψ: similarity matrix in, per-model merge/unmerge matrices out.
 
 A similarity matrix `S` is a float64 array of shape (N·n, N·n) for N models with n units each,
-model 0's units first. A matcher returns a `Match`: for each model i a merge matrix M_i and an
+model 0's units first (float32 for a wide group, see `graphmerge.passes.weight_vectors`). A matcher returns a `Match`: for each model i a merge matrix M_i and an
 unmerge matrix U_i, both (n, n_merged). The merged weights are W* = Σ_i M_iᵀ W_i U_i per axis,
 so each merged unit is the mean of the original units in its cluster (the columns of the stacked
 M sum to about 1) and each consumer sums its cluster's input columns (U is 0/1).

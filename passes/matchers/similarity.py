@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["correlation_from_moments", "inner_product_cost", "weight_correlation"]
+__all__ = ["correlation_from_moments", "inner_product_cost", "mirror_upper", "weight_correlation"]
 
 _MIN_STD_PRODUCT = 1e-7
 _BAND = 512  # rows per in-place step: temporaries stay (512, d)
@@ -95,3 +95,13 @@ def inner_product_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.ndim != 2 or a.shape[1:] != b.shape[1:]:
         raise ValueError(f"expected a (n, L) and b (m, L), got {a.shape} and {b.shape}")
     return a @ b.T
+
+
+def mirror_upper(m: np.ndarray, band: int = 512) -> None:
+    """In place: the lower triangle of the square `m` := the transpose of its upper one."""
+    for lo in range(0, m.shape[0], band):
+        hi = min(lo + band, m.shape[0])
+        m[lo:hi, :lo] = m[:lo, lo:hi].T
+        block = m[lo:hi, lo:hi]
+        lower = np.tril_indices(hi - lo, -1)
+        block[lower] = block.T[lower]

@@ -5,7 +5,8 @@ unit's similarity to every other unit is the minimum of its parts' (complete lin
 Each model may spend only `int((to_remove // N) · b)` merges within itself; after that its units
 can only merge with other models' units.
 
-The greedy search works in place in one (m, m) float64 buffer and touches O(m) entries per merge:
+The greedy search works in place in one (m, m) buffer (float64, or float32 for a float32 S) and
+touches O(m) entries per merge:
 upper bounds on the row maxima find the next pair (a row is rescanned only when it comes up),
 rows are read and never columns, and a dead unit's column is masked when a row is next read
 rather than cleared in every row; the one column written per merge is the merged unit's.
@@ -23,7 +24,7 @@ __all__ = ["ZipBudgets", "greedy_zip", "match_from_clusters", "zip_match", "zip_
 
 _NEG = -np.inf
 _TILE = 128  # rows (and columns) per tile in whole-matrix passes: bounded temporaries
-_HALF_MAX = 2.0**1023  # the smallest float64 whose double overflows
+_WORK_DTYPES = (np.float64, np.float32)  # a float32 S (a wide group's) stays float32
 
 
 @dataclasses.dataclass
@@ -74,8 +75,8 @@ def greedy_zip(
 
     Takes sims (m, m) symmetric, model_of/group_of (m,) the origin model and global group of
     each unit, the number of merges, the linkage factor a and the budgets (spent in place).
-    sims is copied unless `overwrite` (then a writeable float64 C-contiguous sims is the working
-    buffer and its contents are destroyed). Returns (rep, values): rep[u] is the index of the unit that
+    sims is copied unless `overwrite` (then a writeable float64 or float32 C-contiguous sims is
+    the working buffer and its contents are destroyed). Returns (rep, values): rep[u] is the index of the unit that
     represents u's cluster (its lowest index), values[k] the similarity at pick k. A merged unit
     keeps the origin model and group of its representative.
     """
@@ -85,15 +86,17 @@ def greedy_zip(
 
 
 def _working_buffer(sims: np.ndarray, overwrite: bool) -> np.ndarray:
-    """sims itself when it may be overwritten and is float64 C-contiguous, else a copy."""
+    """sims itself when it may be overwritten and is a C-contiguous float64/float32 array, else
+    a copy (float32 stays float32, anything else becomes float64)."""
     if overwrite and _is_work_buffer(sims):
         return sims
-    return np.array(sims, dtype=np.float64, order="C")
+    dtype = np.float32 if sims.dtype == np.float32 else np.float64
+    return np.array(sims, dtype=dtype, order="C")
 
 
 def _is_work_buffer(a: np.ndarray) -> bool:
     """Whether `a` can serve as the working buffer in place."""
-    return a.dtype == np.float64 and a.flags.c_contiguous and a.flags.writeable
+    return a.dtype in _WORK_DTYPES and a.flags.c_contiguous and a.flags.writeable
 
 
 class _GreedyZip:
@@ -122,7 +125,7 @@ class _GreedyZip:
         self.n_dead = 0
         self.masked = np.zeros(m, dtype=np.int64)  # row r has -inf at graveyard[:masked[r]]
         self.parent = np.arange(m)
-        self.new = np.empty(m)
+        self.new = np.empty(m, dtype=s.dtype)
         self._model_masks: dict[int, np.ndarray] = {}
         for origin in budgets.closed_models:
             _ban_within(s, np.flatnonzero(self.model_of == origin))
@@ -209,21 +212,22 @@ def _ban_within(s: np.ndarray, idx: np.ndarray) -> None:
 
 
 def _symmetrize(S: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """(S + Sᵀ)/2 as float64, tile by tile into `out` (a new array if None; may be S itself).
+    """(S + Sᵀ)/2 tile by tile into `out` (a new array if None; may be S itself), float32 for a
+    float32 S and float64 otherwise.
 
-    Each entry is (S[i, j] + S[j, i]) / 2 exactly as the whole-matrix expression computes it. An
-    exactly symmetric S is that already (x + x does not round, and halving it gives x back, when
-    |x| < 2^1023), so it is only copied.
+    Each entry is (S[i, j] + S[j, i]) / 2 exactly as the whole-matrix expression computes it in
+    S's precision. An exactly symmetric S is that already (x + x does not round, and halving it
+    gives x back, unless 2x overflows), so it is only copied.
     """
-    if S.dtype != np.float64:  # the expression in S's own precision, as it always was
+    if S.dtype not in _WORK_DTYPES:  # the expression in S's own precision, as it always was
         return np.asarray((S + S.T) / 2, dtype=np.float64)
     if out is None:
-        out = np.empty(S.shape)
+        out = np.empty(S.shape, dtype=S.dtype)
     if _is_symmetric(S):
         if out is not S:
             np.copyto(out, S)
         return out
-    tile = np.empty((_TILE, _TILE))
+    tile = np.empty((_TILE, _TILE), dtype=S.dtype)
     for upper, lower in _tile_pairs(S.shape[0]):
         t = tile[: upper[0].stop - upper[0].start, : upper[1].stop - upper[1].start]
         np.add(S[upper], S[lower].T, out=t)
@@ -242,10 +246,12 @@ def _tile_pairs(m: int):
 
 
 def _is_symmetric(S: np.ndarray) -> bool:
-    """Whether S == Sᵀ exactly with every |entry| < 2^1023 (stops at the first tile that fails)."""
+    """Whether S == Sᵀ exactly with every |entry| below half the dtype's largest (stops at the
+    first tile that fails)."""
+    half_max = np.finfo(S.dtype).max / 2
     for upper, lower in _tile_pairs(S.shape[0]):
         block = S[upper]
-        if not (-_HALF_MAX < block.min() and block.max() < _HALF_MAX):
+        if not (-half_max < block.min() and block.max() < half_max):
             return False
         if not np.array_equal(block, S[lower].T):
             return False
@@ -275,9 +281,10 @@ def zip_match(
     Takes S (N·n, N·n) (symmetrised as (S + Sᵀ)/2, which leaves a symmetric S unchanged), the
     model count N, the reduction r (default 1 - 1/N: n merged units), the linkage factor a (a ≤ 0
     bans a merged unit against every unit of both origin models) and the within-model budget
-    factor b. With `overwrite`, a writeable float64 C-contiguous S is the working buffer (its
-    contents are destroyed; saves one copy of S). Returns a Match whose columns are ordered by each cluster's
-    lowest stacked unit and whose score is the mean similarity at each pick.
+    factor b. With `overwrite`, a writeable float64 or float32 C-contiguous S is the working
+    buffer (its contents are destroyed; saves one copy of S). Returns a Match whose columns are
+    ordered by each cluster's lowest stacked unit and whose score is the mean similarity at each
+    pick.
 
     Example:
         >>> S = np.array([[1, .1, .2, .9], [.1, 1, .8, .3], [.2, .8, 1, 0], [.9, .3, 0, 1]])

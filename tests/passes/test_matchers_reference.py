@@ -343,3 +343,21 @@ def test_zip_memory_is_one_working_copy():
     # grouped: per-tuple buffers only, so the Match dominates
     assert _peak_bytes(lambda: grouped_zip_match(S, 2, 12)) < 1.1 * S.nbytes
     assert _peak_bytes(lambda: permute_match(S, 2)) < 1.1 * S.nbytes
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_zip_works_in_float32_for_a_float32_s(symmetric):
+    """A wide group's float32 S is symmetrised and zipped in float32, in place with overwrite:
+    the same picks and score as the float64 zip of the same (symmetrised) values, since a=0.5
+    halves exactly."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((80, 5)).astype(np.float32)
+    S = x @ x.T if symmetric else rng.uniform(-1, 1, (80, 80)).astype(np.float32)
+    half = _symmetrize(S)
+    assert half.dtype == np.float32
+    np.testing.assert_array_equal(half, (S + S.T) / 2)  # float32 arithmetic
+    want = zip_match(half.astype(np.float64), 2)
+    _assert_identical(zip_match(S, 2), want)
+    work = S.copy()
+    _assert_identical(zip_match(work, 2, overwrite=True), want)
+    assert not np.array_equal(work, S)  # the float32 buffer itself was the working buffer

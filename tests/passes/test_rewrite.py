@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import nn
@@ -69,3 +71,54 @@ def test_no_assignments_is_the_plain_average():
         torch.testing.assert_close(
             merged[key], (program.states[0][key] + program.states[1][key]) / 2
         )
+
+
+class TiedLM(nn.Module):
+    """An embedding and an output head sharing one weight (as GPT-2's), wide enough to slice."""
+
+    def __init__(self, vocab=50, dim=6):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.mix = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.mix(self.emb(ids))))
+
+
+def test_large_tensors_are_rewritten_a_slice_at_a_time_with_the_same_bits(monkeypatch):
+    """Slicing a tensor along an axis no group carries (the vocabulary) bounds the float64
+    temporaries and changes no bit; a tensor tied in both models is computed once, still tied."""
+    rewrite_pass = sys.modules["graphmerge.passes.rewrite"]  # the package exports the function
+    torch.manual_seed(2)
+    models = [TiedLM().eval(), TiedLM().eval()]
+    ids = torch.randint(0, 50, (2, 7))
+    program = compile_program(models[0], ids)
+    program.states = [m.state_dict() for m in models]
+    perm = [np.arange(6), np.array([3, 1, 0, 5, 4, 2])]
+    program.assignments = {
+        name: Assignment.from_targets(perm, n_merged=6) for name in _free_groups(program)
+    }
+    whole = dict(rewrite(program).merged_state)
+    monkeypatch.setattr(rewrite_pass, "CHUNK_ELEMENTS", 7)  # the 50 x 6 embedding: 50 slices
+    calls = []
+    slice_fn = rewrite_pass._merged_slice
+    monkeypatch.setattr(
+        rewrite_pass,
+        "_merged_slice",
+        lambda ts, plan: calls.append(ts[0].shape) or slice_fn(ts, plan),
+    )
+    sliced = rewrite(program).merged_state
+    assert calls.count(torch.Size([1, 6])) == 50  # the tied embedding, once, row by row
+    assert whole.keys() == sliced.keys()
+    for key, value in whole.items():
+        assert torch.equal(value, sliced[key]), key
+    assert sliced["emb.weight"] is sliced["head.weight"]
+    # the permutation moved the embedding's hidden axis: not a plain average
+    avg = (program.states[0]["emb.weight"] + program.states[1]["emb.weight"]) / 2
+    assert not torch.allclose(sliced["emb.weight"], avg)
+
+
+def _free_groups(program) -> list[str]:
+    return [g.name for g in program.free_groups() if g.size == 6]

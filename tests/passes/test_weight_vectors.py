@@ -94,3 +94,25 @@ def test_groups_with_costly_grams_take_float32_products(monkeypatch):
     assert low.dtype == np.float32
     np.testing.assert_allclose(low, reference, atol=1e-5)
     assert not np.array_equal(low, reference.astype(np.float32))  # it did change precision
+
+
+def test_wide_groups_accumulate_one_triangle_in_float32_in_place():
+    """From FLOAT32_FROM_UNITS stacked units the whole Gram is float32, filled in place by
+    SYRK (no product-sized temporary, half the memory) and mirrored when read: the same
+    correlation as float64 accumulation within 1e-6."""
+    rng = np.random.default_rng(3)
+    parts = [[rng.standard_normal((1100, 200)) + 0.2 * k for k in range(2)] for _ in range(3)]
+    wide = Gram.zeros(2, 1100, "all")
+    exact = Gram.zeros(2, 1100, "all", large=False)
+    assert wide.g.dtype == np.float32 and exact.g.dtype == np.float64
+    buffer = wide.g
+    for vectors in parts:
+        wide.add(vectors)
+        exact.add(vectors)
+    assert wide.g is buffer
+    raw = wide.raw_blocks()
+    np.testing.assert_allclose(raw, raw.T)  # both triangles filled
+    np.testing.assert_allclose(raw, exact.raw_blocks(), rtol=1e-5, atol=1e-3)
+    corr = wide.correlation()
+    assert corr is buffer  # normalised in place
+    np.testing.assert_allclose(corr, exact.correlation(), atol=1e-6)
