@@ -154,7 +154,28 @@ def axis_targets(
 
 
 def _find_rows(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For each row of `rows`, its index in `table` (rows of `table` are unique), -1 if absent."""
+    """For each row of `rows`, its index in `table` (rows of `table` are unique), -1 if absent.
+
+    Rows are read as numbers in a mixed radix (one digit per column, spanning the table's
+    range) and looked up in the table's sorted numbers; a table too wide for int64 numbers
+    falls back to a row-wise `np.unique`."""
+    if len(table) == 0 or len(rows) == 0:
+        return np.full(len(rows), -1, dtype=np.int64)
+    lo, hi = table.min(axis=0), table.max(axis=0)
+    span = (hi - lo + 1).astype(np.int64)
+    if float(np.prod(span.astype(np.float64))) >= 2.0**62:
+        return _find_rows_unique(table, rows)
+    radix = np.concatenate([np.cumprod(span[::-1])[::-1][1:], [1]]).astype(np.int64)
+    inside = ((rows >= lo) & (rows <= hi)).all(axis=1)
+    keys = (table - lo) @ radix
+    wanted = (np.clip(rows, lo, hi) - lo) @ radix
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    pos = np.minimum(np.searchsorted(ranked, wanted), len(ranked) - 1)
+    return np.where(inside & (ranked[pos] == wanted), order[pos], -1).astype(np.int64)
+
+
+def _find_rows_unique(table: np.ndarray, rows: np.ndarray) -> np.ndarray:
     both = np.concatenate([table, rows], axis=0)
     _, inverse = np.unique(both, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -74,9 +74,16 @@ def check_models(models) -> list[nn.Module]:
             raise InputError(f"model {i} has parameter {extra[0]!r} that model 0 lacks")
     for i, m in enumerate(models):
         for key, t in m.state_dict().items():
-            if t.is_floating_point() and not torch.isfinite(t).all():
+            if t.is_floating_point() and not _all_finite(t):
                 raise InputError(f"model {i} has NaN/inf values in {key!r}")
     return models
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry is finite: a finite sum says so at the cost of one read (a NaN or
+    an inf anywhere makes the sum NaN or inf); a sum that overflows is checked entry by entry."""
+    with torch.no_grad():
+        return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _batches(data) -> list | object:
