@@ -17,7 +17,7 @@ from graphmerge.passes.matchers.similarity import mirror_upper
 from graphmerge.program import Program
 from graphmerge.units import group_units, leaf_coords, unit_index, unit_positions
 
-__all__ = ["FLOAT32_FROM_UNITS", "FLOAT32_FROM_WORK", "Gram", "WeightVectors"]
+__all__ = ["FLOAT32_FROM_UNITS", "FLOAT32_FROM_WORK", "SLICE_ELEMENTS", "Gram", "WeightVectors"]
 
 # Groups of at least this many stacked units (N·n) take their Gram products in float32
 # (accumulated in float64): twice as fast, correlations within about 1e-6 of float64.
@@ -26,6 +26,9 @@ FLOAT32_FROM_UNITS = 2048
 # of the weight vectors: a transformer's residual stream, read by every layer), about a
 # second of float64 BLAS; small models keep float64 everywhere.
 FLOAT32_FROM_WORK = 2**35
+# A member no assignment changes (an embedding table) is read in slices of at most this many
+# entries per model, so reading it never makes whole float64 copies of it.
+SLICE_ELEMENTS = 2**22
 MIN_STD_PRODUCT = 1e-7  # as `similarity.weight_correlation`: a constant vector correlates 0
 
 
@@ -83,10 +86,16 @@ class WeightVectors:
             if m.param in self.params and (m.param, m.axis) in layouts
         ]
 
-    def member_vectors(self, name: str, member, maps: AxisMaps, model: int) -> np.ndarray:
-        """(units, length) float64: `member`'s slice of every unit, other axes mapped."""
+    def member_vectors(
+        self, name: str, member, maps: AxisMaps, model: int, piece=None
+    ) -> np.ndarray:
+        """(units, length) float64: `member`'s slice of every unit, other axes mapped; `piece`
+        (axis, start, length): only that slice of another axis (a member no map changes)."""
         gs = self.program.spaces[name]
-        w = self.states[model][member.param].to(torch.float64)
+        w = self.states[model][member.param]
+        if piece is not None:
+            w = w.narrow(*piece)
+        w = w.to(torch.float64)
         for a in self.axes_of.get(member.param, []):
             if a != member.axis:
                 w = self._map_other_axis(w, (member.param, a), maps, model)
@@ -147,14 +156,15 @@ class WeightVectors:
 
     def _static_part(self, name: str) -> Gram | list[np.ndarray]:
         """The members no assignment changes: stacked vectors, or their Gram when that is
-        smaller (a long embedding table against a few hundred units)."""
+        smaller (a long embedding table against a few hundred units). A large member enters
+        the Gram a slice at a time (SLICE_ELEMENTS per model), never as whole float64 copies."""
         if name not in self._static:
             static = [m for m in self.members(name) if not self.member_deps(name, m)]
             maps = AxisMaps(self.program, {}, 1)
             models = range(len(self.states))
-            parts = [[self.member_vectors(name, m, maps, i) for i in models] for m in static]
-            length = sum(p[0].shape[1] for p in parts)
+            length = sum(self._length(name, m) for m in static)
             if length < len(self.states) * self.units(name):
+                parts = [[self.member_vectors(name, m, maps, i) for i in models] for m in static]
                 self._static[name] = [
                     np.concatenate([p[i] for p in parts], axis=1)
                     if parts
@@ -163,10 +173,28 @@ class WeightVectors:
                 ]
             else:
                 gram = Gram.zeros(len(self.states), self.units(name), "all", self.float32(name))
-                for vectors in parts:
-                    gram.add(vectors)
+                for m in static:
+                    for piece in self._slices(m):
+                        gram.add([self.member_vectors(name, m, maps, i, piece) for i in models])
                 self._static[name] = gram
         return self._static[name]
+
+    def _length(self, name: str, member) -> int:
+        """The length of `member`'s slice of each unit of group `name`."""
+        shape = self.states[0][member.param].shape
+        repeat = self.positions((member.param, member.axis), name).shape[0]
+        return repeat * (shape.numel() // shape[member.axis])
+
+    def _slices(self, member) -> list[tuple[int, int, int] | None]:
+        """(axis, start, length) slices of a large member's longest other axis; [None] (the
+        whole tensor) when it has SLICE_ELEMENTS or fewer entries or no other axis."""
+        shape = self.states[0][member.param].shape
+        others = [d for d in range(len(shape)) if d != member.axis]
+        if shape.numel() <= SLICE_ELEMENTS or not others:
+            return [None]
+        axis = max(others, key=lambda d: shape[d])
+        step = max(1, SLICE_ELEMENTS * shape[axis] // shape.numel())
+        return [(axis, a, min(step, shape[axis] - a)) for a in range(0, shape[axis], step)]
 
     def float32(self, name: str) -> bool:
         """Whether group `name`'s Gram products run in float32 (see FLOAT32_FROM_WORK)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from zoo import ZOO
 
 import graphmerge as gm
@@ -116,3 +117,44 @@ def test_wide_groups_accumulate_one_triangle_in_float32_in_place():
     corr = wide.correlation()
     assert corr is buffer  # normalised in place
     np.testing.assert_allclose(corr, exact.correlation(), atol=1e-6)
+
+
+class _LM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(400, 8)
+        self.fc = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        return self.head(x + torch.relu(self.fc(x)))
+
+
+def test_a_long_static_member_is_read_a_slice_at_a_time(monkeypatch):
+    """An embedding table (a member no assignment changes, longer than the group's stacked
+    units) enters the Gram in slices of SLICE_ELEMENTS entries: the same correlation, and
+    never a whole copy of the table."""
+    from graphmerge.passes import weight_vectors as wv
+
+    torch.manual_seed(0)
+    model = _LM().eval()
+    ids = torch.randint(0, 400, (2, 6))
+    twin = gm.shuffle(model, ids, seed=2)
+    program = compile_program(model, ids)
+    states = [{k: v.detach() for k, v in m.state_dict().items()} for m in (model, twin)]
+    assign = _some_assignments(program)
+    names = [g.name for g in program.free_groups()]
+    reference = {n: WeightVectors(program, states).correlation(n, assign) for n in names}
+    monkeypatch.setattr(wv, "SLICE_ELEMENTS", 40)  # the 400 x 8 table: 80 slices of 5 rows
+    sliced = WeightVectors(program, states)
+    pieces = []
+    read = sliced.member_vectors
+    monkeypatch.setattr(
+        sliced, "member_vectors", lambda *a: pieces.append((a[1].param, *a[4:])) or read(*a)
+    )
+    for n in names:
+        np.testing.assert_allclose(sliced.correlation(n, assign), reference[n], atol=1e-12)
+    table = [p[1] for p in pieces if p[0] == "emb.weight"]
+    assert table and None not in table  # the table is only ever read in slices
+    assert sorted(set(table)) == [(0, start, 5) for start in range(0, 400, 5)]
