@@ -87,15 +87,15 @@ class WeightVectors:
         ]
 
     def member_vectors(
-        self, name: str, member, maps: AxisMaps, model: int, piece=None
+        self, name: str, member, maps: AxisMaps, model: int, piece=None, dtype=torch.float64
     ) -> np.ndarray:
-        """(units, length) float64: `member`'s slice of every unit, other axes mapped; `piece`
+        """(units, length) `dtype`: `member`'s slice of every unit, other axes mapped; `piece`
         (axis, start, length): only that slice of another axis (a member no map changes)."""
         gs = self.program.spaces[name]
         w = self.states[model][member.param]
         if piece is not None:
             w = w.narrow(*piece)
-        w = w.to(torch.float64)
+        w = w.to(dtype)
         for a in self.axes_of.get(member.param, []):
             if a != member.axis:
                 w = self._map_other_axis(w, (member.param, a), maps, model)
@@ -175,7 +175,12 @@ class WeightVectors:
                 gram = Gram.zeros(len(self.states), self.units(name), "all", self.float32(name))
                 for m in static:
                     for piece in self._slices(m):
-                        gram.add([self.member_vectors(name, m, maps, i, piece) for i in models])
+                        gram.add(
+                            [
+                                self.member_vectors(name, m, maps, i, piece, gram.dtype)
+                                for i in models
+                            ]
+                        )
                 self._static[name] = gram
         return self._static[name]
 
@@ -207,7 +212,7 @@ class WeightVectors:
 
     def _add_member(self, gram: Gram, name: str, member, maps: AxisMaps) -> None:
         models = range(len(self.states))
-        vectors = [self.member_vectors(name, member, maps, i) for i in models]
+        vectors = [self.member_vectors(name, member, maps, i, None, gram.dtype) for i in models]
         gram.add(vectors)
 
     def correlation(
@@ -253,6 +258,11 @@ class Gram:
         self.large = large  # float32 products and correlations
         self.mirrored = True  # a float32 g holds only its upper triangle until mirrored
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the products, which the unit vectors may as well be read in."""
+        return torch.float32 if self.large else torch.float64
+
     @classmethod
     def zeros(cls, n_models: int, units: int, blocks: str, large: bool | None = None) -> Gram:
         """An empty Gram; `large` defaults to N·n >= FLOAT32_FROM_UNITS."""
@@ -269,8 +279,12 @@ class Gram:
         v = np.concatenate(vectors, axis=0)
         if v.shape[1] == 0:
             return
-        self.sums += v.sum(axis=1)
-        self.diag += np.einsum("ij,ij->i", v, v)
+        if v.dtype == np.float64:
+            self.sums += v.sum(axis=1)
+            self.diag += np.einsum("ij,ij->i", v, v)
+        else:  # float32 vectors (a large group's), float64 sums
+            self.sums += v.sum(axis=1, dtype=np.float64)
+            self.diag += np.einsum("ij,ij->i", v, v, dtype=np.float64)
         self.length += v.shape[1]
         v = v.astype(np.float32 if self.large else np.float64, copy=False)
         if self.g.dtype == np.float32:  # one triangle, in place: no product-sized temporary
