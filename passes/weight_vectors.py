@@ -249,7 +249,9 @@ class Gram:
     blocks "cross" keeps only what a permutation matcher reads: the blocks of model 0 against
     each model i and the diagonal. Large groups (FLOAT32_FROM_UNITS, FLOAT32_FROM_WORK) take
     their products in float32 (accumulated in float64) and give float32 correlations: within
-    about 1e-6 of float64, at half the time and memory.
+    about 1e-6 of float64, at half the time and memory. The whole matrix of a wide group
+    (FLOAT32_FROM_UNITS stacked units, "all" blocks) also accumulates in float32, one triangle
+    in place (SYRK), mirrored when read: its few members add little rounding.
     """
 
     def __init__(self, n_models: int, units: int, blocks: str, g, diag, sums, length, large):
