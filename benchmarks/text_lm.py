@@ -163,6 +163,18 @@ def val_loss(models: list[nn.Module], batches: list) -> float:
     return total / count
 
 
+def pair_texts(split: str, config: dict, train_text, val_text) -> tuple[list, list, dict]:
+    """What the pair trains and is scored on, for `split` "same" or "halves": (each model's
+    training config, each model's training text, {column name: validation text})."""
+    if split == "same":
+        configs = [{**config, "seed": s} for s in (1, 2)]
+        return configs, [train_text, train_text], {"validation": val_text}
+    parts = [corpus(half) for half in (0, 1)]
+    configs = [{**config, "seed": s, "half": h} for h, s in enumerate((1, 2))]
+    vals = {"validation": val_text, "half A's files": parts[0][1], "half B's files": parts[1][1]}
+    return configs, [part[0] for part in parts], vals
+
+
 def run(args) -> str:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -176,18 +188,7 @@ def run(args) -> str:
         "batch": 32,
         "lr": 3e-3,
     }
-    if args.split == "same":
-        texts, vals = [train_text, train_text], {"validation": val_text}
-        configs = [{**config, "seed": s} for s in (1, 2)]
-    else:
-        parts = [corpus(half) for half in (0, 1)]
-        texts = [part[0] for part in parts]
-        vals = {
-            "validation": val_text,
-            "half A's files": parts[0][1],
-            "half B's files": parts[1][1],
-        }
-        configs = [{**config, "seed": s, "half": h} for h, s in enumerate((1, 2))]
+    configs, texts, vals = pair_texts(args.split, config, train_text, val_text)
     cache = Path(args.cache)
     models = [train(c, text, cache)[0] for c, text in zip(configs, texts)]
     trained = time.perf_counter() - start
