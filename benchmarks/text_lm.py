@@ -1,16 +1,21 @@
 """Merging two small causal language models trained on real text: Python's own standard library.
 
     python -m benchmarks.text_lm [--steps 1500] [--dim 128] [--layers 2] [--threads 1]
+                                 [--split same|halves]
 
 The corpus is the top-level `*.py` files of the running Python's standard library (it ships with
 Python: nothing is downloaded), read as bytes (vocabulary 256) and split by file: a file whose
 name hashes to 0 mod 10 is validation, the rest training. Two GPT-style models (token and
 position embeddings, pre-LayerNorm blocks of causal attention and a GELU MLP, a final
-LayerNorm, an untied byte head) are trained on the same training text from different seeds,
-then merged with each method, with and without the least-squares refit and the repair, on
-calibration windows of training text. Rows: validation loss (nats per byte) and perplexity of
-each model, the ensemble (the mean of the two models' probabilities: 2x compute), and every
-merge. Checkpoints are cached in benchmarks/cache/text_lm/ keyed by the training config.
+LayerNorm, an untied byte head) are trained from different seeds (1 and 2), then merged with
+each method, with and without the least-squares refit and the repair, on calibration windows of
+the whole training text. With `--split same` (default) both models train on the same text; with
+`--split halves` model A trains only on half A of the training files and model B only on half
+B (`halves`: files in the order of a hash of their name, each to the half with fewer bytes so
+far), and the table adds the loss on each half's own validation files (split the same way).
+Rows: validation loss (nats per byte) and perplexity of each model, the ensemble (the mean of
+the two models' probabilities: 2x compute), and every merge. Checkpoints are cached in
+benchmarks/cache/text_lm/ keyed by the training config.
 """
 
 from __future__ import annotations
@@ -84,13 +89,31 @@ class ByteGPT(nn.Module):
         return self.head(self.ln(self.blocks(x)))
 
 
-def corpus() -> tuple[np.ndarray, np.ndarray]:
-    """(train bytes, validation bytes) of the standard library's top-level .py files."""
+def halves(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """`files` split in two halves of about equal bytes: in the order of a hash of each name,
+    each file goes to the half with fewer bytes so far (deterministic, independent of the
+    validation split)."""
+    out: tuple[list[Path], list[Path]] = ([], [])
+    size = [0, 0]
+    for f in sorted(files, key=lambda f: (zlib.crc32(b"half:" + f.name.encode()), f.name)):
+        h = int(size[1] < size[0])
+        out[h].append(f)
+        size[h] += f.stat().st_size
+    return out
+
+
+def corpus(half: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train bytes, validation bytes) of the standard library's top-level .py files, or with
+    `half` (0 or 1) of that half's files only (`halves` of each split)."""
     files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
     train, val = [], []
     for f in files:
-        (val if zlib.crc32(f.name.encode()) % 10 == 0 else train).append(f.read_bytes())
-    return (np.frombuffer(b"\n".join(s), dtype=np.uint8) for s in (train, val))
+        (val if zlib.crc32(f.name.encode()) % 10 == 0 else train).append(f)
+    if half is not None:
+        train, val = halves(train)[half], halves(val)[half]
+    return tuple(
+        np.frombuffer(b"\n".join(f.read_bytes() for f in s), np.uint8) for s in (train, val)
+    )
 
 
 def windows(text: np.ndarray, n: int, batch: int, context: int, seed: int) -> list:
@@ -140,6 +163,18 @@ def val_loss(models: list[nn.Module], batches: list) -> float:
     return total / count
 
 
+def pair_texts(split: str, config: dict, train_text, val_text) -> tuple[list, list, dict]:
+    """What the pair trains and is scored on, for `split` "same" or "halves": (each model's
+    training config, each model's training text, {column name: validation text})."""
+    if split == "same":
+        configs = [{**config, "seed": s} for s in (1, 2)]
+        return configs, [train_text, train_text], {"validation": val_text}
+    parts = [corpus(half) for half in (0, 1)]
+    configs = [{**config, "seed": s, "half": h} for h, s in enumerate((1, 2))]
+    vals = {"validation": val_text, "half A's files": parts[0][1], "half B's files": parts[1][1]}
+    return configs, [part[0] for part in parts], vals
+
+
 def run(args) -> str:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -153,39 +188,58 @@ def run(args) -> str:
         "batch": 32,
         "lr": 3e-3,
     }
-    models = [train({**config, "seed": s}, train_text, Path(args.cache))[0] for s in (1, 2)]
+    configs, texts, vals = pair_texts(args.split, config, train_text, val_text)
+    cache = Path(args.cache)
+    models = [train(c, text, cache)[0] for c, text in zip(configs, texts)]
     trained = time.perf_counter() - start
-    val = windows(val_text, 40, 32, config["context"], seed=100)
+    val = [windows(text, 40, 32, config["context"], seed=100) for text in vals.values()]
     cal = [b[:, :-1] for b in windows(train_text, args.calibration, 32, config["context"], 200)]
     rows = [
-        ("model A alone", val_loss(models[:1], val), None),
-        ("model B alone", val_loss(models[1:], val), None),
-        ("ensemble (2x compute)", val_loss(models, val), None),
+        ("model A alone", [val_loss(models[:1], v) for v in val], None),
+        ("model B alone", [val_loss(models[1:], v) for v in val], None),
+        ("ensemble (2x compute)", [val_loss(models, v) for v in val], None),
     ]
     for label, method, options in MERGES.values():
         t = time.perf_counter()
         merged = gm.merge(models, cal, method=method, progress=False, **options)
-        rows.append((label, val_loss([merged], val), time.perf_counter() - t))
-        print(f"{label}: {rows[-1][1]:.3f}", flush=True)
-    return _table(args, rows, len(train_text), len(val_text), trained)
+        rows.append((label, [val_loss([merged], v) for v in val], time.perf_counter() - t))
+        print(f"{label}: {rows[-1][1][0]:.3f}", flush=True)
+    sizes = [len(text) for text in (*texts, *vals.values())]
+    return _table(args, list(vals)[1:], rows, sizes, trained)
 
 
-def _table(args, rows, n_train: int, n_val: int, trained: float) -> str:
+def _table(args, halves: list[str], rows, sizes: list[int], trained: float) -> str:
+    """The markdown table: a header sentence, then loss, perplexity, the loss on each of
+    `halves`' validation files, and the merge time of each row."""
+    data = (
+        f"stdlib text {sizes[0]:,} training / {sizes[2]:,} validation bytes"
+        if args.split == "same"
+        else f"stdlib text split in halves: model A trains on {sizes[0]:,} bytes, model B on "
+        f"{sizes[1]:,}; validation {sizes[2]:,} bytes ({sizes[3]:,} of half A's files, "
+        f"{sizes[4]:,} of half B's)"
+    )
+    split = "" if args.split == "same" else f" --split {args.split}"
+    head = ["validation loss (nats/byte)", "perplexity", *[f"loss on {h}" for h in halves]]
     lines = [
         (
             f"`python -m benchmarks.text_lm --steps {args.steps} --dim {args.dim} --layers "
-            f"{args.layers} --threads {args.threads}` on {datetime.date.today()}, "
-            f"{platform.machine()}, torch {torch.__version__}: stdlib text {n_train:,} training / "
-            f"{n_val:,} validation bytes, {args.calibration} calibration batches of 32 x 64 bytes, "
-            f"training {trained:.0f} s (0 when cached)."
+            f"{args.layers} --threads {args.threads}{split}` on {datetime.date.today()}, "
+            f"{platform.machine()}, torch {torch.__version__}: {data}, {args.calibration} "
+            "calibration batches of 32 x 64 bytes of the whole training text, training "
+            f"{trained:.0f} s (0 when cached)."
         ),
         "",
-        "| model | validation loss (nats/byte) | perplexity | merge time (s) |",
-        "|---|---|---|---|",
+        "| model | " + " | ".join(head) + " | merge time (s) |",
+        "|---|" + "---|" * (len(head) + 1),
     ]
-    for label, loss, seconds in rows:
+    for label, losses, seconds in rows:
         sec = "—" if seconds is None else f"{seconds:.1f}"
-        lines.append(f"| {label} | {loss:.3f} | {math.exp(loss):.2f} | {sec} |")
+        cells = [
+            f"{losses[0]:.3f}",
+            f"{math.exp(losses[0]):.2f}",
+            *(f"{x:.3f}" for x in losses[1:]),
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {sec} |")
     return "\n".join(lines)
 
 
@@ -196,6 +250,12 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--calibration", type=int, default=16, help="calibration batches")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--split",
+        choices=("same", "halves"),
+        default="same",
+        help="both models on the same training text, or each on its own half of the files",
+    )
     parser.add_argument("--cache", default=str(ROOT / "cache" / "text_lm"))
     parser.add_argument("--out", default=None, help="write the table to this .md file")
     args = parser.parse_args(argv)
