@@ -1,6 +1,8 @@
 """gm.align: models permuted into the first model's unit order, function unchanged; the line
 between A and aligned B has a lower loss barrier than the line between A and B."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,8 +22,6 @@ PERMUTING = [
 
 def _interpolate(a: torch.nn.Module, b: torch.nn.Module, lam: float) -> torch.nn.Module:
     """(1 - lam) * a + lam * b, parameter by parameter (integer buffers from a)."""
-    import copy
-
     sa, sb = a.state_dict(), b.state_dict()
     mid = {
         k: (1 - lam) * v + lam * sb[k] if v.is_floating_point() else v.clone()
@@ -87,7 +87,7 @@ def test_aligned_model_keeps_its_function_and_lowers_the_barrier(digits_pair, me
 
 @pytest.mark.parametrize("method,options", PERMUTING)
 def test_the_merge_is_the_midpoint_of_the_aligned_line(digits_pair, method, options):
-    kind, data, a, b = digits_pair
+    _, data, a, b = digits_pair
     cal = calibration_batches(data)
     # without BatchNorm resets both match on the same statistics and keep the models' own
     _, aligned = gm.align([a, b], cal, method=method, progress=False, reset_bn=False, **options)
