@@ -128,16 +128,18 @@ def run_pair(a, b, data, cal, lambdas, log) -> dict:
     return out
 
 
-def run(archs, setups, pairs, quick, points, cache, log=print) -> dict:
+def run(
+    archs, setups, pairs, quick, points, cache, log=print, dataset="mnist", epochs=None
+) -> dict:
     """{setup: {arch: [per-pair run_pair result]}} and the lambdas, as one JSON-able dict."""
     lambdas = np.linspace(0.0, 1.0, points).round(4).tolist()
-    results: dict = {"lambdas": lambdas, "setups": {}}
+    results: dict = {"dataset": dataset, "lambdas": lambdas, "setups": {}}
     for setup in setups:
         for arch in archs:
             for pair in range(pairs):
                 log(f"[{setup}] {arch} pair {pair}")
                 (a, b), data, cal, _, _ = pair_setup(
-                    arch, "mnist", pair, quick, cache, log=log, same_task=setup == "same"
+                    arch, dataset, pair, quick, cache, epochs, log, same_task=setup == "same"
                 )
                 result = run_pair(a, b, data, cal, lambdas, log)
                 results["setups"].setdefault(setup, {}).setdefault(arch, []).append(result)
@@ -214,7 +216,7 @@ def plot(results: dict, out: Path, name: str, log=print) -> list[Path]:
         axes[0][0].set_ylabel("test loss (10 classes)")
         axes[1][0].set_ylabel("joint accuracy (%)")
         axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"MNIST, {setup}: {SETUPS[setup].split(' (')[0]}", fontsize=10)
+        fig.suptitle(f"{results['dataset']}, {setup}: {SETUPS[setup].split(' (')[0]}", fontsize=10)
         fig.tight_layout()
         path = Path(out) / f"{name}_{setup}.png"
         fig.savefig(path, dpi=110)
@@ -231,6 +233,8 @@ def main(argv=None) -> str:
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--points", type=int, default=11, help="lambdas in [0, 1]")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
+    parser.add_argument("--epochs", type=int, default=None, help="override every arch's epochs")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--name", default="barrier")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache")
@@ -247,12 +251,14 @@ def main(argv=None) -> str:
         args.points,
         args.cache,
         log,
+        args.dataset,
+        args.epochs,
     )
     seconds = time.perf_counter() - start
     command = "python -m benchmarks.barrier " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (
         f"`{command.strip()}` on {datetime.date.today()}, {platform.machine()}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"{torch.__version__}, {torch.get_num_threads()} thread(s), {args.dataset}, "
         f"{'full' if args.full else 'quick'} settings, {args.pairs} pair(s) per arch, "
         f"{args.points} points; {seconds:.0f} s. Mean ± std over pairs."
     )

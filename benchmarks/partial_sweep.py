@@ -1,0 +1,276 @@
+"""Partial merges (issue 14, item 5): joint accuracy against the share of layers merged, and the
+parameters it costs, for the merge benchmark's pairs (A and B trained on disjoint 5+5 splits).
+
+    python -m benchmarks.partial_sweep [--full] [--archs resnet_bn,mlp] [--pairs N]
+                                       [--refine] [--threads 1]
+
+For each weight layer (Conv2d / Linear) in execution order, the pair is merged with
+`gm.merge(..., stop_at=...)` (MuDSC zip; with --refine also refine="least_squares") at that
+layer, or at the normalisation right after it when there is one (so a tail never starts with
+statistics of the merged layer's output); `graphmerge inspect MODEL --stop-points` lists every
+valid stop point. A partial merge is one GraphModule: the merged trunk, then each model's own
+tail, returning both models' logits; its joint accuracy is that of the sum of the two softmaxes,
+as for the ensemble (nothing merged), and the full merge is a single model.
+
+Parameters: the partial module's own, split into the trunk (`trunk_*`: one merged copy) and the
+tails (`tail0_*`, `tail1_*`); a full merge has one model's count, the ensemble two.
+
+Writes <out>/<name>.md, <name>.json and <name>.png (name "partial" by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import graphmerge as gm
+from graphmerge.api import compile_program
+from graphmerge.merge import stop_points
+from graphmerge_examples.tasks import ensemble_evaluate, evaluate
+
+from .run import ROOT, pair_setup
+
+__all__ = ["ParameterCount", "count_parameters", "main", "run", "sweep_points"]
+
+ARCHS = ["resnet_bn", "mlp"]
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+METHODS = {"MuDSC zip": {}, "MuDSC zip + least squares": {"refine": "least_squares"}}
+
+
+def sweep_points(model: nn.Module, example) -> list[tuple[str, str]]:
+    """(weight layer, stop point) for every Conv2d / Linear module in execution order; the stop
+    point is the layer, or the normalisation module right after it in execution order."""
+    modules = [p for p in stop_points(compile_program(model, example)) if ":" not in p]
+    out = []
+    for i, name in enumerate(modules):
+        if isinstance(model.get_submodule(name), WEIGHT_LAYERS):
+            after = modules[i + 1] if i + 1 < len(modules) else None
+            norm = after is not None and isinstance(model.get_submodule(after), NORMS)
+            out.append((name, after if norm else name))
+    return out
+
+
+class ParameterCount(dict):
+    """{"trunk", "tail0", "tail1", "total"}: parameters of a partial merge's GraphModule."""
+
+
+def count_parameters(module: nn.Module) -> ParameterCount:
+    """Parameters of a partial merge by part (a full merge or one model: all in "trunk")."""
+    count = ParameterCount(trunk=0, tail0=0, tail1=0, total=0)
+    for name, p in module.named_parameters():
+        part = re.match(r"(tail[01])_", name)
+        count[part.group(1) if part else "trunk"] += p.numel()
+        count["total"] += p.numel()
+    return count
+
+
+def merged_layers(module: nn.Module, layers: list[str]) -> int:
+    """How many of the weight `layers` the partial module holds in its merged trunk."""
+    names = {n for n, _ in module.named_parameters()}
+    return sum(f"trunk_{layer.replace('.', '_')}_weight" in names for layer in layers)
+
+
+class _SummedSoftmax(nn.Module):
+    """A partial merge's tuple of logits as one score per class: the sum of the softmaxes."""
+
+    def __init__(self, partial: nn.Module):
+        super().__init__()
+        self.partial = partial
+
+    def forward(self, x):
+        return sum(torch.softmax(out, 1) for out in self.partial(x))
+
+
+def run_pair(a, b, data, cal, methods: dict, log) -> dict:
+    """Every sweep point of one pair: {"one_model": n, "points": [row, ...]}, each row with
+    "stop_at", "layers", "merged", "params" (ParameterCount) and per method "scores"."""
+    example = cal[0][:2]
+    points = sweep_points(a, example)
+    layers = [layer for layer, _ in points]
+    one = sum(p.numel() for p in a.parameters())
+    rows = [
+        {
+            "stop_at": "(nothing: ensemble)",
+            "merged": 0,
+            "params": {"trunk": 0, "tail0": one, "tail1": one, "total": 2 * one},
+            "scores": {m: ensemble_evaluate([a, b], data) for m in methods},
+        }
+    ]
+    for _, stop in points[:-1]:
+        row = {"stop_at": stop, "scores": {}}
+        for label, options in methods.items():
+            part = gm.merge([a, b], cal, method="mudsc", stop_at=stop, progress=False, **options)
+            row["merged"] = merged_layers(part, layers)
+            row["params"] = dict(count_parameters(part))
+            row["scores"][label] = evaluate(_SummedSoftmax(part), data)
+        rows.append(row)
+    full = {"stop_at": "(full merge)", "merged": len(layers), "scores": {}}
+    for label, options in methods.items():
+        merged = gm.merge([a, b], cal, method="mudsc", progress=False, **options)
+        full["params"] = dict(count_parameters(merged))
+        full["scores"][label] = evaluate(merged, data)
+    rows.append(full)
+    for row in rows:
+        log(
+            f"    {row['stop_at']}: {row['merged']}/{len(layers)} layers, "
+            f"{row['params']['total'] / one:.2f}x params, joint "
+            + ", ".join(f"{m} {100 * s['joint']:.1f}" for m, s in row["scores"].items())
+        )
+    return {"one_model": one, "layers": layers, "points": rows}
+
+
+def run(
+    archs,
+    pairs: int,
+    quick: bool,
+    methods: dict,
+    cache: Path,
+    log=print,
+    dataset="mnist",
+    epochs=None,
+) -> dict:
+    """{arch: [per-pair run_pair result]}."""
+    results: dict = {}
+    for arch in archs:
+        for pair in range(pairs):
+            log(f"{arch} pair {pair}")
+            (a, b), data, cal, _, _ = pair_setup(arch, dataset, pair, quick, cache, epochs, log)
+            results.setdefault(arch, []).append(run_pair(a, b, data, cal, methods, log))
+    return results
+
+
+def tables(results: dict, methods: dict) -> list[str]:
+    """Markdown: one table per arch, one row per stop point, mean ± std over pairs."""
+    lines = []
+    for arch, pairs in results.items():
+        n = len(pairs[0]["layers"])
+        one = pairs[0]["one_model"]
+        lines += [
+            (
+                f"#### {arch} ({n} weight layers, {one:,} parameters per model, "
+                f"{len(pairs)} pair{'s' if len(pairs) > 1 else ''})"
+            ),
+            "",
+            "| stop_at | layers merged | parameters (shared + tails) | × one model | "
+            + " | ".join(f"{m}: joint / per-task" for m in methods)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(methods),
+        ]
+        for k, row in enumerate(pairs[0]["points"]):
+            params = row["params"]
+            cells = []
+            for m in methods:
+                joint = np.array([p["points"][k]["scores"][m]["joint"] for p in pairs]) * 100
+                task = np.mean([p["points"][k]["scores"][m]["per_task"] for p in pairs]) * 100
+                cells.append(f"{joint.mean():.1f} ± {joint.std():.1f} / {task:.1f}")
+            lines.append(
+                f"| {row['stop_at']} | {row['merged']}/{n} ({row['merged'] / n:.0%}) "
+                f"| {params['trunk']:,} + {params['tail0']:,} + {params['tail1']:,} "
+                f"| {params['total'] / one:.2f} | " + " | ".join(cells) + " |"
+            )
+        lines.append("")
+    return lines
+
+
+def plot(results: dict, methods: dict, path: Path, log=print) -> Path | None:
+    """Joint accuracy (mean over pairs, error bar = std) against parameters / one model."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: skipping the plot (pip install matplotlib)")
+        return None
+    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
+    for ax, (arch, pairs) in zip(axes[0], results.items()):
+        rows, one = pairs[0]["points"], pairs[0]["one_model"]
+        x = [r["params"]["total"] / one for r in rows]
+        for m in methods:
+            joint = np.array([[r["scores"][m]["joint"] * 100 for r in p["points"]] for p in pairs])
+            ax.errorbar(x, joint.mean(0), yerr=joint.std(0), fmt="o-", ms=4, capsize=2, label=m)
+        for r, xi in zip(rows, x):
+            ax.annotate(
+                str(r["merged"]),
+                (xi, 0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
+        ax.set_title(f"{arch}: joint accuracy vs parameters", fontsize=10)
+        ax.set_xlabel("parameters (× one model); numbers: layers merged")
+        ax.invert_xaxis()
+    axes[0][0].set_ylabel("joint accuracy (%)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="benchmarks.run's full settings")
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--refine", action="store_true", help='also refine="least_squares"')
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
+    parser.add_argument("--epochs", type=int, default=None, help="override every arch's epochs")
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--name", default="partial")
+    parser.add_argument("--cache", type=Path, default=ROOT / "cache")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    methods = METHODS if args.refine else {"MuDSC zip": {}}
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    results = run(
+        args.archs.split(","),
+        args.pairs,
+        not args.full,
+        methods,
+        args.cache,
+        log,
+        args.dataset,
+        args.epochs,
+    )
+    seconds = time.perf_counter() - start
+    command = "python -m benchmarks.partial_sweep " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    header = (
+        f"`{command.strip()}` on {datetime.date.today()}, {platform.machine()}, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} thread(s), {args.dataset}, "
+        f"{'full' if args.full else 'quick'} settings, {args.pairs} pair(s) per arch; "
+        f"{seconds:.0f} s. Joint accuracy in %, mean ± std over pairs / per-task average."
+    )
+    markdown = "\n".join([header, "", *tables(results, methods)])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.md").write_text(markdown + "\n")
+    payload = {"date": str(datetime.date.today()), "seconds": seconds, "results": results}
+    (args.out / f"{args.name}.json").write_text(json.dumps(payload, indent=1))
+    if not args.no_plots:
+        path = plot(results, methods, args.out / f"{args.name}.png", log)
+        if path is not None:
+            log(f"wrote {path}")
+    print(markdown)
+    return markdown
+
+
+if __name__ == "__main__":
+    main()
