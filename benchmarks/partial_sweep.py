@@ -4,11 +4,11 @@ parameters it costs, for the merge benchmark's pairs (A and B trained on disjoin
     python -m benchmarks.partial_sweep [--full] [--archs resnet_bn,mlp] [--pairs N]
                                        [--refine] [--threads 1]
 
-For each weight layer (Conv2d / Linear) in execution order, the pair is merged with
-`gm.merge(..., stop_at=...)` (MuDSC zip; with --refine also refine="least_squares") at that
-layer, or at the normalisation right after it when there is one (so a tail never starts with
-statistics of the merged layer's output); `graphmerge inspect MODEL --stop-points` lists every
-valid stop point. A partial merge is one GraphModule: the merged trunk, then each model's own
+For each k, the pair is merged with `gm.merge(..., stop_at=...)` (MuDSC zip; with --refine
+also refine="least_squares") at the last stop point (in execution order) whose merged trunk
+holds exactly the first k weight layers (Conv2d / Linear): the normalisation after a layer
+rather than the layer, a residual block's output rather than its last norm (`sweep_points`;
+`graphmerge inspect` lists every valid stop point). A partial merge is one GraphModule: the merged trunk, then each model's own
 tail, returning both models' logits; its joint accuracy is that of the sum of the two softmaxes,
 as for the ensemble (nothing merged), and the full merge is a single model.
 
@@ -36,6 +36,7 @@ from torch import nn
 import graphmerge as gm
 from graphmerge.api import compile_program
 from graphmerge.merge import stop_points
+from graphmerge.passes.partial import trunk_nodes
 from graphmerge_examples.tasks import ensemble_evaluate, evaluate
 
 from .run import ROOT, pair_setup
@@ -44,21 +45,32 @@ __all__ = ["ParameterCount", "count_parameters", "main", "run", "sweep_points"]
 
 ARCHS = ["resnet_bn", "mlp"]
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
-NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 METHODS = {"MuDSC zip": {}, "MuDSC zip + least squares": {"refine": "least_squares"}}
 
 
-def sweep_points(model: nn.Module, example) -> list[tuple[str, str]]:
-    """(weight layer, stop point) for every Conv2d / Linear module in execution order; the stop
-    point is the layer, or the normalisation module right after it in execution order."""
-    modules = [p for p in stop_points(compile_program(model, example)) if ":" not in p]
-    out = []
-    for i, name in enumerate(modules):
-        if isinstance(model.get_submodule(name), WEIGHT_LAYERS):
-            after = modules[i + 1] if i + 1 < len(modules) else None
-            norm = after is not None and isinstance(model.get_submodule(after), NORMS)
-            out.append((name, after if norm else name))
-    return out
+def sweep_points(model: nn.Module, example) -> tuple[list[str], list[tuple[str, int]]]:
+    """The model's weight layers (Conv2d / Linear modules, in execution order) and the stop
+    points to sweep: (stop point, k) for each k from 1 to all layers but one whose trunk holds
+    exactly the first k weight layers (a stop whose trunk skips an earlier layer, e.g. a
+    ResNet's shortcut, is left out); of several such stops, the last in execution order (the
+    normalisation after a layer rather than the layer, a block rather than its last norm)."""
+    program = compile_program(model, example)
+    modules = [p for p in stop_points(program) if ":" not in p]
+    layers = [m for m in modules if isinstance(model.get_submodule(m), WEIGHT_LAYERS)]
+    kinds = program.traced.placeholders
+    chosen: dict[int, str] = {}
+    for stop in modules:
+        params = {
+            kinds[n.name][1]
+            for node in trunk_nodes(program, stop)
+            for n in node.all_input_nodes
+            if kinds.get(n.name, ("",))[0] == "param"
+        }
+        held = {name.rsplit(".", 1)[0] for name in params} & set(layers)
+        k = len(held)
+        if 0 < k < len(layers) and held == set(layers[:k]):
+            chosen[k] = stop
+    return layers, sorted(((stop, k) for k, stop in chosen.items()), key=lambda sk: sk[1])
 
 
 class ParameterCount(dict):
@@ -95,9 +107,7 @@ class _SummedSoftmax(nn.Module):
 def run_pair(a, b, data, cal, methods: dict, log) -> dict:
     """Every sweep point of one pair: {"one_model": n, "points": [row, ...]}, each row with
     "stop_at", "layers", "merged", "params" (ParameterCount) and per method "scores"."""
-    example = cal[0][:2]
-    points = sweep_points(a, example)
-    layers = [layer for layer, _ in points]
+    layers, points = sweep_points(a, cal[0][:2])
     one = sum(p.numel() for p in a.parameters())
     rows = [
         {
@@ -107,7 +117,7 @@ def run_pair(a, b, data, cal, methods: dict, log) -> dict:
             "scores": {m: ensemble_evaluate([a, b], data) for m in methods},
         }
     ]
-    for _, stop in points[:-1]:
+    for stop, _ in points:
         row = {"stop_at": stop, "scores": {}}
         for label, options in methods.items():
             part = gm.merge([a, b], cal, method="mudsc", stop_at=stop, progress=False, **options)
