@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import fx, nn
 
 import graphmerge as gm
 from graphmerge.api import compile_program
@@ -41,7 +41,7 @@ from graphmerge_examples.tasks import ensemble_evaluate, evaluate
 
 from .run import ROOT, pair_setup
 
-__all__ = ["ParameterCount", "count_parameters", "main", "run", "sweep_points"]
+__all__ = ["ParameterCount", "count_parameters", "main", "reset_partial_bn", "run", "sweep_points"]
 
 ARCHS = ["resnet_bn", "mlp"]
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
@@ -93,6 +93,30 @@ def merged_layers(module: nn.Module, layers: list[str]) -> int:
     return sum(f"trunk_{layer.replace('.', '_')}_weight" in names for layer in layers)
 
 
+def reset_partial_bn(module: fx.GraphModule, data) -> bool:
+    """Recompute the running statistics of every batch norm in a partial merge's graph, in
+    place, on `data`: one pass with batch statistics, the running statistics the average over
+    the batches (what `gm.reset_bn_stats` does to a module's BatchNorm layers). The library's
+    partial merge keeps the tails' statistics as trained, though their inputs now come from the
+    merged trunk. Returns False when the graph has no batch norm."""
+    nodes = [n for n in module.graph.nodes if n.target is torch.ops.aten.batch_norm.default]
+    if not nodes:
+        return False
+    originals = [n.args for n in nodes]
+    try:
+        with torch.no_grad():
+            for k, batch in enumerate(data):
+                for node, args in zip(nodes, originals):  # training, momentum 1 / (k + 1)
+                    node.args = (*args[:5], True, 1.0 / (k + 1), *args[7:])
+                module.recompile()
+                module(batch)
+    finally:
+        for node, args in zip(nodes, originals):
+            node.args = args
+        module.recompile()
+    return True
+
+
 class _SummedSoftmax(nn.Module):
     """A partial merge's tuple of logits as one score per class: the sum of the softmaxes."""
 
@@ -124,6 +148,8 @@ def run_pair(a, b, data, cal, methods: dict, log) -> dict:
             row["merged"] = merged_layers(part, layers)
             row["params"] = dict(count_parameters(part))
             row["scores"][label] = evaluate(_SummedSoftmax(part), data)
+            if reset_partial_bn(part, cal):
+                row["scores"][f"{label}, tails' BN reset"] = evaluate(_SummedSoftmax(part), data)
         rows.append(row)
     full = {"stop_at": "(full merge)", "merged": len(layers), "scores": {}}
     for label, options in methods.items():
@@ -131,13 +157,16 @@ def run_pair(a, b, data, cal, methods: dict, log) -> dict:
         full["params"] = dict(count_parameters(merged))
         full["scores"][label] = evaluate(merged, data)
     rows.append(full)
-    for row in rows:
+    columns = list(dict.fromkeys(m for row in rows for m in row["scores"]))
+    for row in rows:  # the ends have no tails: a reset changes nothing there
+        for m in columns:
+            row["scores"].setdefault(m, row["scores"][m.split(", tails'")[0]])
         log(
             f"    {row['stop_at']}: {row['merged']}/{len(layers)} layers, "
             f"{row['params']['total'] / one:.2f}x params, joint "
             + ", ".join(f"{m} {100 * s['joint']:.1f}" for m, s in row["scores"].items())
         )
-    return {"one_model": one, "layers": layers, "points": rows}
+    return {"one_model": one, "layers": layers, "columns": columns, "points": rows}
 
 
 def run(
@@ -160,12 +189,11 @@ def run(
     return results
 
 
-def tables(results: dict, methods: dict) -> list[str]:
+def tables(results: dict) -> list[str]:
     """Markdown: one table per arch, one row per stop point, mean ± std over pairs."""
     lines = []
     for arch, pairs in results.items():
-        n = len(pairs[0]["layers"])
-        one = pairs[0]["one_model"]
+        n, one, columns = len(pairs[0]["layers"]), pairs[0]["one_model"], pairs[0]["columns"]
         lines += [
             (
                 f"#### {arch} ({n} weight layers, {one:,} parameters per model, "
@@ -173,14 +201,14 @@ def tables(results: dict, methods: dict) -> list[str]:
             ),
             "",
             "| stop_at | layers merged | parameters (shared + tails) | × one model | "
-            + " | ".join(f"{m}: joint / per-task" for m in methods)
+            + " | ".join(f"{m}: joint / per-task" for m in columns)
             + " |",
-            "|---|---|---|---|" + "---|" * len(methods),
+            "|---|---|---|---|" + "---|" * len(columns),
         ]
         for k, row in enumerate(pairs[0]["points"]):
             params = row["params"]
             cells = []
-            for m in methods:
+            for m in columns:
                 joint = np.array([p["points"][k]["scores"][m]["joint"] for p in pairs]) * 100
                 task = np.mean([p["points"][k]["scores"][m]["per_task"] for p in pairs]) * 100
                 cells.append(f"{joint.mean():.1f} ± {joint.std():.1f} / {task:.1f}")
@@ -193,7 +221,7 @@ def tables(results: dict, methods: dict) -> list[str]:
     return lines
 
 
-def plot(results: dict, methods: dict, path: Path, log=print) -> Path | None:
+def plot(results: dict, path: Path, log=print) -> Path | None:
     """Joint accuracy (mean over pairs, error bar = std) against parameters / one model."""
     try:
         import matplotlib
@@ -203,28 +231,24 @@ def plot(results: dict, methods: dict, path: Path, log=print) -> Path | None:
     except ImportError:
         log("matplotlib is not installed: skipping the plot (pip install matplotlib)")
         return None
-    fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
-    for ax, (arch, pairs) in zip(axes[0], results.items()):
+    fig, axes = plt.subplots(2, len(results), figsize=(5.4 * len(results), 7.6), squeeze=False)
+    for col, (arch, pairs) in enumerate(results.items()):
         rows, one = pairs[0]["points"], pairs[0]["one_model"]
-        x = [r["params"]["total"] / one for r in rows]
-        for m in methods:
+        xs = (
+            [r["params"]["total"] / one for r in rows],
+            [100 * r["merged"] / len(pairs[0]["layers"]) for r in rows],
+        )
+        for m in pairs[0]["columns"]:
             joint = np.array([[r["scores"][m]["joint"] * 100 for r in p["points"]] for p in pairs])
-            ax.errorbar(x, joint.mean(0), yerr=joint.std(0), fmt="o-", ms=4, capsize=2, label=m)
-        for r, xi in zip(rows, x):
-            ax.annotate(
-                str(r["merged"]),
-                (xi, 0),
-                xycoords=("data", "axes fraction"),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                fontsize=7,
-            )
-        ax.set_title(f"{arch}: joint accuracy vs parameters", fontsize=10)
-        ax.set_xlabel("parameters (× one model); numbers: layers merged")
-        ax.invert_xaxis()
-    axes[0][0].set_ylabel("joint accuracy (%)")
-    axes[0][-1].legend(fontsize=8)
+            for ax, x in zip((axes[0][col], axes[1][col]), xs):
+                ax.errorbar(x, joint.mean(0), yerr=joint.std(0), fmt="o-", ms=4, capsize=2, label=m)
+        axes[0][col].set_title(f"{arch} ({len(pairs)} pairs)", fontsize=10)
+        axes[0][col].set_xlabel("parameters of the partial model (× one model)")
+        axes[0][col].invert_xaxis()
+        axes[1][col].set_xlabel("layers merged (% of the weight layers; 0 = ensemble)")
+        for row in (0, 1):
+            axes[row][col].set_ylabel("joint accuracy (%)")
+    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -269,13 +293,13 @@ def main(argv=None) -> str:
         f"{'full' if args.full else 'quick'} settings, {args.pairs} pair(s) per arch; "
         f"{seconds:.0f} s. Joint accuracy in %, mean ± std over pairs / per-task average."
     )
-    markdown = "\n".join([header, "", *tables(results, methods)])
+    markdown = "\n".join([header, "", *tables(results)])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.md").write_text(markdown + "\n")
     payload = {"date": str(datetime.date.today()), "seconds": seconds, "results": results}
     (args.out / f"{args.name}.json").write_text(json.dumps(payload, indent=1))
     if not args.no_plots:
-        path = plot(results, methods, args.out / f"{args.name}.png", log)
+        path = plot(results, args.out / f"{args.name}.png", log)
         if path is not None:
             log(f"wrote {path}")
     print(markdown)

@@ -47,3 +47,39 @@ def test_partial_sweep_end_to_end(tmp_path):
     assert "| layers.1 | 2/4 (50%) |" in markdown
     pytest.importorskip("matplotlib")
     assert (out / "partial.png").stat().st_size > 10_000
+
+
+def test_reset_partial_bn_matches_a_module_reset():
+    """A partial merge of a CNN with its shuffled copy is the two models; after the reset, each
+    tail's BatchNorm statistics are those `gm.reset_bn_stats` gives the model itself."""
+    import copy
+
+    import torch
+
+    import graphmerge as gm
+    from graphmerge_examples.tasks import CNNEmbed
+
+    torch.manual_seed(0)
+    model = CNNEmbed(width=8).eval()
+    data = [torch.randn(16, 1, 8, 8) for _ in range(3)]
+    twin = gm.shuffle(model, data[0], seed=1)
+    part = gm.merge(
+        [model, twin],
+        data,
+        method="weight_matching",
+        stop_at="conv1",
+        reset_bn=False,
+        progress=False,
+    )
+    before = part.tail0_bn2_running_mean.clone()
+    assert partial_sweep.reset_partial_bn(part, data)
+    reference = copy.deepcopy(model)
+    gm.reset_bn_stats(reference, data)
+    assert not torch.allclose(before, reference.bn2.running_mean)
+    for name in ("bn1", "bn2"):
+        bn = reference.get_submodule(name)
+        torch.testing.assert_close(getattr(part, f"tail0_{name}_running_mean"), bn.running_mean)
+        torch.testing.assert_close(getattr(part, f"tail0_{name}_running_var"), bn.running_var)
+    probe = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(part(probe)[0], reference(probe), rtol=1e-4, atol=1e-5)
+    assert not partial_sweep.reset_partial_bn(torch.fx.symbolic_trace(torch.nn.Linear(2, 2)), [])
