@@ -248,7 +248,7 @@ def plot(results: dict, path: Path, log=print) -> Path | None:
         axes[1][col].set_xlabel("layers merged (% of the weight layers; 0 = ensemble)")
         for row in (0, 1):
             axes[row][col].set_ylabel("joint accuracy (%)")
-    axes[0][-1].legend(fontsize=7)
+        axes[1][col].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
