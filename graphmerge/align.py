@@ -14,6 +14,13 @@ resets them on `data`).
 Only permutation methods align: "weight_matching", "activation_matching" and "mudsc" with
 matcher="permute". A zip ("zipit", "mudsc" with matcher="zip") merges units *within* a model, so
 it gives no one-to-one order to put a model in; "average" matches nothing and returns copies.
+
+>>> import torch, graphmerge as gm
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+>>> twin = gm.shuffle(net, torch.randn(3, 4), seed=0)  # the same function, units permuted
+>>> first, back = gm.align([net, twin], example_inputs=torch.randn(3, 4), progress=False)
+>>> torch.equal(back[0].weight, net[0].weight), torch.equal(twin[0].weight, net[0].weight)
+(True, False)
 """
 
 from __future__ import annotations
