@@ -201,13 +201,22 @@ def pair_setup(
     cache: Path,
     epochs: int | None = None,
     log=print,
+    same_task: bool = False,
 ):
     """Pair `pair`'s two models (trained, or loaded from `cache`), its data, calibration batches
-    and alpha-selection data. Returns ((model_a, model_b), data, cal, select, [cache hits])."""
+    and alpha-selection data. Returns ((model_a, model_b), data, cal, select, [cache hits]).
+
+    same_task: both models trained on all ten classes (still from seeds 10p+1 and 10p+2), and
+    the data's two tasks are all ten classes (the Git Re-Basin setting)."""
     s = SETTINGS[quick]
     data = load_split(dataset, pair, s["train_limit"], s["test_limit"])
     if dataset == "digits":
         data = _digits_input(arch, data)
+    if same_task:
+        every = tuple(range(data.num_classes))
+        data = TaskData(
+            data.x_train, data.y_train, data.x_test, data.y_test, (every, every), data.num_classes
+        )
     models, hits = [], []
     for task in (0, 1):
         config = {

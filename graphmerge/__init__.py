@@ -1,10 +1,11 @@
 """graphmerge: merge separately trained networks without training, for any traceable nn.Module.
 
 Public API (README.md describes each): `permutation_groups`, `shuffle`, `analyze`, `merge`,
-`reset_bn_stats`, `export_onnx`; records `PermutationGroup`, `Member`, `Structure`,
+`align`, `reset_bn_stats`, `export_onnx`; records `PermutationGroup`, `Member`, `Structure`,
 `CaptureSite`; errors `GraphMergeError` and subclasses (`RankError` across processes), `ExportError`.
 """
 
+from graphmerge.align import align
 from graphmerge.api import Analysis, analyze, permutation_groups, shuffle
 from graphmerge.errors import (
     CheckpointError,
@@ -36,6 +37,7 @@ __all__ = [
     "Structure",
     "TraceError",
     "VerifyError",
+    "align",
     "analyze",
     "export_onnx",
     "merge",

@@ -37,6 +37,7 @@ __all__ = [
     "MergeOptions",
     "check_models",
     "merge",
+    "prepare",
     "reset_bn_stats",
     "stop_points",
 ]
@@ -182,6 +183,24 @@ def merge(
         BatchNorm to the average of its matched units' mean and std on `data` (REPAIR).
     Returns the merged module (and the `Program` when return_program=True).
     """
+    program = prepare(
+        models, data, method, options=options, example_inputs=example_inputs, **overrides
+    )
+    program = run_passes(program, PIPELINE)
+    return (program.result, program) if return_program else program.result
+
+
+def prepare(
+    models,
+    data=None,
+    method: str | None = None,
+    *,
+    options: MergeOptions | None = None,
+    example_inputs=None,
+    **overrides,
+) -> Program:
+    """The `Program` a merge runs its passes on (arguments as `merge`): the models checked, the
+    calibration data checked and kept, one validated `MergeOptions`; no pass has run yet."""
     names = set(MergeOptions.field_types()) - {"method"}
     unknown = sorted(set(overrides) - names)
     if unknown:
@@ -202,8 +221,6 @@ def merge(
                 "without them"
             )
         models, data, example = _start_on_ranks(team, models, data, example_inputs, opts)
-    program = Program(
+    return Program(
         model=models[0], example_inputs=example, options=opts, models=models, data=data, team=team
     )
-    program = run_passes(program, PIPELINE)
-    return (program.result, program) if return_program else program.result

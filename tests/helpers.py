@@ -77,15 +77,22 @@ def shuffled_hf_pair(build, key: str):
     return model, twin, data, probe, model(**probe).logits
 
 
-def trained_digits_pair(kind: str, split_seed: int, seeds: tuple[int, int], epochs: int):
+def trained_digits_pair(
+    kind: str, split_seed: int, seeds: tuple[int, int], epochs: int, same_task: bool = False
+):
     """Two digits models of `kind` ("mlp" or "cnn") trained on the two halves of a 5+5 class
-    split (`split_seed`) from `seeds`, one torch thread: (data, model A, model B)."""
-    from graphmerge_examples.tasks import CNNEmbed, MLPEmbed, digits_split, train
+    split (`split_seed`) from `seeds`, one torch thread: (data, model A, model B).
+
+    same_task: both trained on all ten classes (the data's two tasks are then all ten)."""
+    from graphmerge_examples.tasks import CNNEmbed, MLPEmbed, TaskData, digits_split, train
 
     torch.set_num_threads(1)
     image = kind == "cnn"
     arch = CNNEmbed if image else MLPEmbed
     data = digits_split(seed=split_seed, image=image)
+    if same_task:
+        every = tuple(range(10))
+        data = TaskData(data.x_train, data.y_train, data.x_test, data.y_test, (every, every), 10)
     a = train(arch(), data, task=0, seed=seeds[0], epochs=epochs)
     b = train(arch(), data, task=1, seed=seeds[1], epochs=epochs)
     return data, a, b

@@ -28,6 +28,7 @@ LAYERS = {
     "graphmerge.passes": PASSES,
     "graphmerge.api": API,
     "graphmerge.merge": API,
+    "graphmerge.align": API,
     "graphmerge.export": API,
     "graphmerge.config": API,
     "graphmerge.loading": API,
