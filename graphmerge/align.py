@@ -63,7 +63,13 @@ def align(
     Raises `InputError` for a zip method, `stop_at`, `refine` or `repair` (they merge).
     """
     program = prepare(
-        models, data, method, options=options, example_inputs=example_inputs, **overrides
+        models,
+        data,
+        method,
+        options=options,
+        example_inputs=example_inputs,
+        caller="align",
+        **overrides,
     )
     _check_aligns(program.options)
     program = run_passes(program, _MATCHING)

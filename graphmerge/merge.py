@@ -197,14 +197,16 @@ def prepare(
     *,
     options: MergeOptions | None = None,
     example_inputs=None,
+    caller: str = "merge",
     **overrides,
 ) -> Program:
     """The `Program` a merge runs its passes on (arguments as `merge`): the models checked, the
-    calibration data checked and kept, one validated `MergeOptions`; no pass has run yet."""
+    calibration data checked and kept, one validated `MergeOptions`; no pass has run yet.
+    `caller` names the public function in errors."""
     names = set(MergeOptions.field_types()) - {"method"}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise InputError(f"merge() got unknown option {unknown[0]!r}; options: {sorted(names)}")
+        raise InputError(f"{caller}() got unknown option {unknown[0]!r}; options: {sorted(names)}")
     if method is not None:
         overrides["method"] = method
     opts = dataclasses.replace(options or MergeOptions(), **overrides)

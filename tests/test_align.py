@@ -104,6 +104,7 @@ def test_the_merge_is_the_midpoint_of_the_aligned_line(digits_pair, method, opti
         ({"method": "zipit"}, "method='activation_matching'"),
         ({"method": "weight_matching", "stop_at": "layers.0"}, "stop_at"),
         ({"method": "weight_matching", "refine": "least_squares"}, "refine"),
+        ({"method": "weight_matching", "stopat": "x"}, r"align\(\) got unknown option 'stopat'"),
     ],
 )
 def test_align_refuses_what_is_not_a_permutation(kwargs, match):
