@@ -14,11 +14,13 @@ from graphmerge.errors import InputError
 
 __all__ = [
     "MARGIN",
+    "SLICE_ELEMENTS",
     "MemoryPlan",
     "available_memory",
     "format_bytes",
     "parse_bytes",
     "resident_bytes",
+    "slices",
 ]
 
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -28,6 +30,9 @@ _IEC = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 # Under a tight budget 1/MARGIN of it is left unplanned: allocator slack, memory freed but not
 # yet returned by the process, the interpreter's own growth.
 MARGIN = 16
+# Entries per slice when a large tensor is worked on a slice at a time (the rewrite, the weight
+# vectors of an embedding table): its float64 temporaries stay about 32 MiB each.
+SLICE_ELEMENTS = 2**22
 
 
 @dataclass(frozen=True)
@@ -107,3 +112,22 @@ def available_memory() -> int:
     if "MemAvailable" not in info:
         return 8 * 2**30
     return int(min(0.9 * info["MemTotal"], resident_bytes() + 0.9 * info["MemAvailable"]))
+
+
+def slices(shape, keep, limit: int) -> list[tuple[int, int, int] | None]:
+    """How to cut a tensor of `shape` into slices of about `limit` entries along its longest
+    axis not in `keep`: [(axis, start, length), ...]; [None] (the whole tensor) when it has
+    `limit` entries or fewer, or every axis is in `keep`.
+
+    >>> slices((10, 4), {1}, 16), slices((10, 4), {0, 1}, 16), slices((3, 4), set(), 16)
+    ([(0, 0, 4), (0, 4, 4), (0, 8, 2)], [None], [None])
+    """
+    numel = 1
+    for size in shape:
+        numel *= size
+    free = [d for d in range(len(shape)) if d not in keep]
+    if numel <= limit or not free:
+        return [None]
+    axis = max(free, key=lambda d: shape[d])
+    step = max(1, limit * shape[axis] // numel)
+    return [(axis, a, min(step, shape[axis] - a)) for a in range(0, shape[axis], step)]

@@ -24,12 +24,13 @@ import torch
 from graphmerge.errors import ResourceError
 from graphmerge.memory import (
     MARGIN,
+    SLICE_ELEMENTS,
     MemoryPlan,
     available_memory,
     format_bytes,
     resident_bytes,
+    slices,
 )
-from graphmerge.passes.rewrite import CHUNK_ELEMENTS
 from graphmerge.passes.weight_vectors import FLOAT32_FROM_UNITS
 from graphmerge.program import Program
 from graphmerge.units import group_units
@@ -195,20 +196,17 @@ def _solve_bytes(units: int, n_models: int) -> int:
 
 def _rewrite_bytes(program: Program) -> int:
     """The rewrite's float64 temporaries (a model's slice, its mapped copy, the index_add
-    output, the running sum and the new sum) for the largest slice it works on: a tensor whole
-    when a free group moves every axis or it is small, else CHUNK_ELEMENTS-sized slices of an
-    axis no free group moves."""
-    grouped: dict[str, set[int]] = {}
+    output, the running sum and the new sum) for the largest slice it works on (see
+    `rewrite`: a tensor whole when a free group moves every axis or it is small, else
+    SLICE_ELEMENTS-sized slices of an axis no free group moves)."""
+    moved: dict[str, set[int]] = {}
     for g in program.free_groups():
         for m in g.members:
-            grouped.setdefault(m.param, set()).add(m.axis)
+            moved.setdefault(m.param, set()).add(m.axis)
     largest = 0
     for key, t in program.model.state_dict().items():
-        free = [d for d in range(t.dim()) if d not in grouped.get(key, ())]
-        elements = t.numel()
-        if elements > CHUNK_ELEMENTS and free:
-            longest = max(t.shape[d] for d in free)
-            elements = max(CHUNK_ELEMENTS, elements // longest)
+        piece = slices(t.shape, moved.get(key, set()), SLICE_ELEMENTS)[0]
+        elements = t.numel() if piece is None else t.numel() // t.shape[piece[0]] * piece[2]
         largest = max(largest, elements)
     return 5 * _F64 * largest
 

@@ -19,12 +19,10 @@ from __future__ import annotations
 import torch
 
 from graphmerge.assignment import AxisMaps, apply_merge, apply_unmerge
+from graphmerge.memory import SLICE_ELEMENTS, slices
 from graphmerge.program import Program
 
-__all__ = ["CHUNK_ELEMENTS", "rewrite"]
-
-# float64 elements per slice of a large tensor: bounds the rewrite's temporaries (32 MiB each)
-CHUNK_ELEMENTS = 2**22
+__all__ = ["rewrite"]
 
 
 def rewrite(program: Program) -> Program:
@@ -73,19 +71,15 @@ def _axis_plan(key: str, axes: list[int], roles: dict, maps: AxisMaps, n: int) -
 def _merged_tensor(tensors: list[torch.Tensor], plan: list) -> torch.Tensor:
     """The mean over models of each model's tensor mapped into the merged space, computed a
     slice at a time along the longest axis no group moves (a vocabulary, a kernel's taps) so
-    that the float64 temporaries stay near CHUNK_ELEMENTS whatever the tensor's size."""
+    that the float64 temporaries stay near SLICE_ELEMENTS whatever the tensor's size."""
     ref = tensors[0]
-    moved = {axis for axis, _, _ in plan}
-    free = [d for d in range(ref.dim()) if d not in moved]
-    if ref.numel() <= CHUNK_ELEMENTS or not free:
+    pieces = slices(ref.shape, {axis for axis, _, _ in plan}, SLICE_ELEMENTS)
+    if pieces == [None]:
         return _merged_slice(tensors, plan).to(ref.dtype)
-    axis = max(free, key=lambda d: ref.shape[d])
-    step = max(1, CHUNK_ELEMENTS * ref.shape[axis] // ref.numel())
     out = torch.empty(ref.shape, dtype=ref.dtype)
-    for start in range(0, ref.shape[axis], step):
-        length = min(step, ref.shape[axis] - start)
-        part = [t.narrow(axis, start, length) for t in tensors]
-        out.narrow(axis, start, length).copy_(_merged_slice(part, plan))
+    for piece in pieces:
+        part = [t.narrow(*piece) for t in tensors]
+        out.narrow(*piece).copy_(_merged_slice(part, plan))
     return out
 
 

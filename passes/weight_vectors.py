@@ -13,11 +13,12 @@ import torch
 from scipy.linalg import blas
 
 from graphmerge.assignment import Assignment, AxisMaps, apply_merge, apply_unmerge
+from graphmerge.memory import SLICE_ELEMENTS, slices
 from graphmerge.passes.matchers.similarity import mirror_upper
 from graphmerge.program import Program
 from graphmerge.units import group_units, leaf_coords, unit_index, unit_positions
 
-__all__ = ["FLOAT32_FROM_UNITS", "FLOAT32_FROM_WORK", "SLICE_ELEMENTS", "Gram", "WeightVectors"]
+__all__ = ["FLOAT32_FROM_UNITS", "FLOAT32_FROM_WORK", "Gram", "WeightVectors"]
 
 # Groups of at least this many stacked units (N·n) take their Gram products in float32
 # (accumulated in float64): twice as fast, correlations within about 1e-6 of float64.
@@ -26,9 +27,6 @@ FLOAT32_FROM_UNITS = 2048
 # of the weight vectors: a transformer's residual stream, read by every layer), about a
 # second of float64 BLAS; small models keep float64 everywhere.
 FLOAT32_FROM_WORK = 2**35
-# A member no assignment changes (an embedding table) is read in slices of at most this many
-# entries per model, so reading it never makes whole float64 copies of it.
-SLICE_ELEMENTS = 2**22
 MIN_STD_PRODUCT = 1e-7  # as `similarity.weight_correlation`: a constant vector correlates 0
 
 
@@ -174,7 +172,8 @@ class WeightVectors:
             else:
                 gram = Gram.zeros(len(self.states), self.units(name), "all", self.float32(name))
                 for m in static:
-                    for piece in self._slices(m):
+                    shape = self.states[0][m.param].shape
+                    for piece in slices(shape, {m.axis}, SLICE_ELEMENTS):
                         gram.add(
                             [
                                 self.member_vectors(name, m, maps, i, piece, gram.dtype)
@@ -189,17 +188,6 @@ class WeightVectors:
         shape = self.states[0][member.param].shape
         repeat = self.positions((member.param, member.axis), name).shape[0]
         return repeat * (shape.numel() // shape[member.axis])
-
-    def _slices(self, member) -> list[tuple[int, int, int] | None]:
-        """(axis, start, length) slices of a large member's longest other axis; [None] (the
-        whole tensor) when it has SLICE_ELEMENTS or fewer entries or no other axis."""
-        shape = self.states[0][member.param].shape
-        others = [d for d in range(len(shape)) if d != member.axis]
-        if shape.numel() <= SLICE_ELEMENTS or not others:
-            return [None]
-        axis = max(others, key=lambda d: shape[d])
-        step = max(1, SLICE_ELEMENTS * shape[axis] // shape.numel())
-        return [(axis, a, min(step, shape[axis] - a)) for a in range(0, shape[axis], step)]
 
     def float32(self, name: str) -> bool:
         """Whether group `name`'s Gram products run in float32 (see FLOAT32_FROM_WORK)."""

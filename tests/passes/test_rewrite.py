@@ -101,7 +101,7 @@ def test_large_tensors_are_rewritten_a_slice_at_a_time_with_the_same_bits(monkey
         name: Assignment.from_targets(perm, n_merged=6) for name in _free_groups(program)
     }
     whole = dict(rewrite(program).merged_state)
-    monkeypatch.setattr(rewrite_pass, "CHUNK_ELEMENTS", 7)  # the 50 x 6 embedding: 50 slices
+    monkeypatch.setattr(rewrite_pass, "SLICE_ELEMENTS", 7)  # the 50 x 6 embedding: 50 slices
     calls = []
     slice_fn = rewrite_pass._merged_slice
     monkeypatch.setattr(
