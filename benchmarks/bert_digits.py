@@ -30,42 +30,24 @@ import torch
 import torch.nn.functional as F
 
 import graphmerge as gm
+from graphmerge_examples.compare import COMPARED, with_least_squares
 
 ROOT = Path(__file__).resolve().parent
 CLS = 17  # pixel intensities are tokens 0-16
 
-# row key -> (label, gm.merge method, options)
+# row key -> (label, gm.merge method, options): each of the demo's matchers with and without
+# the least-squares refit, then MuDSC zip's repair variants
+_REFIT = ("average", "weight_matching", "activation_matching", "zipit", "mudsc_permute")
 MERGES: dict[str, tuple[str, str, dict]] = {
-    "average": ("average", "average", {}),
-    "average_ls": ("average + least squares", "average", {"refine": "least_squares"}),
-    "weight_matching": ("weight matching", "weight_matching", {}),
-    "weight_matching_ls": (
-        "weight matching + least squares",
-        "weight_matching",
-        {"refine": "least_squares"},
-    ),
-    "activation_matching": ("activation matching", "activation_matching", {}),
-    "activation_matching_ls": (
-        "activation matching + least squares",
-        "activation_matching",
-        {"refine": "least_squares"},
-    ),
-    "zipit": ("ZipIt!", "zipit", {}),
-    "zipit_ls": ("ZipIt! + least squares", "zipit", {"refine": "least_squares"}),
-    "mudsc_permute": ("MuDSC permute", "mudsc", {"matcher": "permute"}),
-    "mudsc_permute_ls": (
-        "MuDSC permute + least squares",
-        "mudsc",
-        {"matcher": "permute", "refine": "least_squares"},
-    ),
-    "mudsc_zip": ("MuDSC zip", "mudsc", {}),
-    "mudsc_zip_repair": ("MuDSC zip + REPAIR", "mudsc", {"repair": True}),
-    "mudsc_zip_ls": ("MuDSC zip + least squares", "mudsc", {"refine": "least_squares"}),
-    "mudsc_zip_ls_repair": (
-        "MuDSC zip + least squares + REPAIR",
-        "mudsc",
-        {"refine": "least_squares", "repair": True},
-    ),
+    **{
+        key: merge
+        for base in _REFIT
+        for key, merge in ((base, COMPARED[base]), (f"{base}_ls", with_least_squares(base)))
+    },
+    **{
+        k: COMPARED[k]
+        for k in ("mudsc_zip", "mudsc_zip_repair", "mudsc_zip_ls", "mudsc_zip_ls_repair")
+    },
 }
 
 

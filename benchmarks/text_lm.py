@@ -37,22 +37,24 @@ import torch.nn.functional as F
 from torch import nn
 
 import graphmerge as gm
+from graphmerge_examples.compare import COMPARED, with_least_squares
 
 ROOT = Path(__file__).resolve().parent
 
-# row key -> (label, gm.merge method, options)
+# row key -> (label, gm.merge method, options): the demo's methods, plus averaging refit
 MERGES: dict[str, tuple[str, str, dict]] = {
-    "average": ("average", "average", {}),
-    "average_ls": ("average + least squares", "average", {"refine": "least_squares"}),
-    "mudsc_permute": ("MuDSC permute", "mudsc", {"matcher": "permute"}),
-    "mudsc_permute_ls": (
-        "MuDSC permute + least squares",
-        "mudsc",
-        {"matcher": "permute", "refine": "least_squares"},
-    ),
-    "mudsc_zip": ("MuDSC zip", "mudsc", {}),
-    "mudsc_zip_repair": ("MuDSC zip + REPAIR", "mudsc", {"repair": True}),
-    "mudsc_zip_ls": ("MuDSC zip + least squares", "mudsc", {"refine": "least_squares"}),
+    "average": COMPARED["average"],
+    "average_ls": with_least_squares("average"),
+    **{
+        key: COMPARED[key]
+        for key in (
+            "mudsc_permute",
+            "mudsc_permute_ls",
+            "mudsc_zip",
+            "mudsc_zip_repair",
+            "mudsc_zip_ls",
+        )
+    },
 }
 
 

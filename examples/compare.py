@@ -32,7 +32,7 @@ from graphmerge_examples.tasks import (
     train,
 )
 
-__all__ = ["ARCHS", "COMPARED", "Comparison", "compare_pair"]
+__all__ = ["ARCHS", "COMPARED", "Comparison", "compare_pair", "with_least_squares"]
 
 # The methods the demo and the benchmarks compare: key -> (label, gm.merge method, options).
 COMPARED: dict[str, tuple[str, str, dict]] = {
@@ -61,6 +61,14 @@ COMPARED: dict[str, tuple[str, str, dict]] = {
         {"refine": "least_squares", "repair": True},
     ),
 }
+
+
+def with_least_squares(key: str) -> tuple[str, str, dict]:
+    """The method `COMPARED[key]` with the merged weights refit by least squares after matching
+    (label, gm.merge method, options), e.g. for "average": ("average + least squares", ...)."""
+    label, method, options = COMPARED[key]
+    return f"{label} + least squares", method, {**options, "refine": "least_squares"}
+
 
 # arch name -> (model class, whether it takes 8x8 images rather than 64-vectors)
 ARCHS: dict[str, tuple[type[nn.Module], bool]] = {"mlp": (MLPEmbed, False), "cnn": (CNNEmbed, True)}
