@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,8 @@ from torch import nn
 import graphmerge as gm
 from graphmerge_examples.tasks import TaskData
 
-from .run import ROOT, pair_setup
+from .pair_cli import add_pair_arguments, run_header, save_results
+from .run import pair_setup
 
 __all__ = ["CURVES", "barrier_height", "interpolate", "line", "main", "run"]
 
@@ -227,18 +226,9 @@ def plot(results: dict, out: Path, name: str, log=print) -> list[Path]:
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="benchmarks.run's full settings")
-    parser.add_argument("--archs", default=",".join(ARCHS))
+    add_pair_arguments(parser, ARCHS, "barrier")
     parser.add_argument("--setups", default=",".join(SETUPS))
-    parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--points", type=int, default=11, help="lambdas in [0, 1]")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
-    parser.add_argument("--epochs", type=int, default=None, help="override every arch's epochs")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
-    parser.add_argument("--name", default="barrier")
-    parser.add_argument("--cache", type=Path, default=ROOT / "cache")
-    parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)
@@ -255,18 +245,11 @@ def main(argv=None) -> str:
         args.epochs,
     )
     seconds = time.perf_counter() - start
-    command = "python -m benchmarks.barrier " + " ".join(argv if argv is not None else sys.argv[1:])
-    header = (
-        f"`{command.strip()}` on {datetime.date.today()}, {platform.machine()}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} thread(s), {args.dataset}, "
-        f"{'full' if args.full else 'quick'} settings, {args.pairs} pair(s) per arch, "
-        f"{args.points} points; {seconds:.0f} s. Mean ± std over pairs."
-    )
+    command, header = run_header("barrier", argv, args)
+    header += f", {args.points} points; {seconds:.0f} s. Mean ± std over pairs."
     markdown = "\n".join([header, "", *tables(results)])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.md").write_text(markdown + "\n")
-    results.update(date=str(datetime.date.today()), seconds=seconds, command=command.strip())
-    (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=1))
+    results.update(date=str(datetime.date.today()), seconds=seconds, command=command)
+    save_results(args, markdown, results)
     if not args.no_plots:
         for path in plot(results, args.out, args.name, log):
             log(f"wrote {path}")

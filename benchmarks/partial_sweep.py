@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import platform
 import re
 import sys
 import time
@@ -39,7 +37,8 @@ from graphmerge.merge import stop_points
 from graphmerge.passes.partial import trunk_nodes
 from graphmerge_examples.tasks import ensemble_evaluate, evaluate
 
-from .run import ROOT, pair_setup
+from .pair_cli import add_pair_arguments, run_header, save_results
+from .run import pair_setup
 
 __all__ = ["ParameterCount", "count_parameters", "main", "reset_partial_bn", "run", "sweep_points"]
 
@@ -257,17 +256,8 @@ def plot(results: dict, path: Path, log=print) -> Path | None:
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="benchmarks.run's full settings")
-    parser.add_argument("--archs", default=",".join(ARCHS))
-    parser.add_argument("--pairs", type=int, default=2)
+    add_pair_arguments(parser, ARCHS, "partial")
     parser.add_argument("--refine", action="store_true", help='also refine="least_squares"')
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--dataset", default="mnist", choices=["mnist", "digits"])
-    parser.add_argument("--epochs", type=int, default=None, help="override every arch's epochs")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
-    parser.add_argument("--name", default="partial")
-    parser.add_argument("--cache", type=Path, default=ROOT / "cache")
-    parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = METHODS if args.refine else {"MuDSC zip": {}}
@@ -284,20 +274,11 @@ def main(argv=None) -> str:
         args.epochs,
     )
     seconds = time.perf_counter() - start
-    command = "python -m benchmarks.partial_sweep " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    header = (
-        f"`{command.strip()}` on {datetime.date.today()}, {platform.machine()}, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} thread(s), {args.dataset}, "
-        f"{'full' if args.full else 'quick'} settings, {args.pairs} pair(s) per arch; "
-        f"{seconds:.0f} s. Joint accuracy in %, mean ± std over pairs / per-task average."
-    )
+    _, header = run_header("partial_sweep", argv, args)
+    header += f"; {seconds:.0f} s. Joint accuracy in %, mean ± std over pairs / per-task average."
     markdown = "\n".join([header, "", *tables(results)])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.md").write_text(markdown + "\n")
     payload = {"date": str(datetime.date.today()), "seconds": seconds, "results": results}
-    (args.out / f"{args.name}.json").write_text(json.dumps(payload, indent=1))
+    save_results(args, markdown, payload)
     if not args.no_plots:
         path = plot(results, args.out / f"{args.name}.png", log)
         if path is not None:
